@@ -1,0 +1,125 @@
+//! The Homeroom broker: the axum application. It owns the login pages, the one login
+//! pipeline every way in goes through, the OpenID-provider endpoints apps talk to, and the
+//! cross-cutting layers (security headers, reference ids). It holds no provider-specific
+//! logic (that is `providers`), no storage code (`session`, `directory`) and no CLI or
+//! config-file parsing (`homeroom`).
+//!
+//! Build the router with [`app`]; tests drive it with `tower::ServiceExt::oneshot`.
+
+pub mod audit;
+pub mod cookies;
+pub mod flows;
+pub mod keys;
+pub mod middleware;
+pub mod oauth;
+pub mod pages;
+pub mod pipeline;
+pub mod registry;
+pub mod respond;
+pub mod tokens;
+
+use axum::Router;
+use homeroom_core::Clock;
+use homeroom_directory::{AuditWriter, Directory};
+use homeroom_session::SessionStore;
+use std::sync::{Arc, RwLock};
+
+pub use registry::ProviderRegistry;
+
+/// Broker-wide settings (from the `[server]` config section).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The issuer and public base URL, without a trailing slash (`http://127.0.0.1:8080`).
+    pub issuer: String,
+    /// Whether cookies are `Secure` (and the session cookie `__Host-` prefixed): true when
+    /// the public URL is https.
+    pub secure_cookies: bool,
+    /// Lifetime of a pending login (authorize request + upstream hop), seconds.
+    pub flow_ttl: i64,
+    /// Authorization-code lifetime, seconds (60).
+    pub code_ttl: i64,
+    /// Access-token lifetime, seconds.
+    pub access_token_ttl: i64,
+    /// ID-token lifetime, seconds.
+    pub id_token_ttl: i64,
+    /// Refresh-token (family) lifetime, seconds.
+    pub refresh_ttl: i64,
+}
+
+impl Settings {
+    pub fn new(issuer: &str) -> Self {
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        Self {
+            secure_cookies: issuer.starts_with("https://"),
+            issuer,
+            flow_ttl: 600,
+            code_ttl: 60,
+            access_token_ttl: 900,
+            id_token_ttl: 3600,
+            refresh_ttl: 30 * 24 * 3600,
+        }
+    }
+
+    /// Absolute URL of a path on this Homeroom.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}
+
+/// Everything a handler needs. Cheap to clone (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub directory: Directory,
+    pub sessions: SessionStore,
+    /// Batched audit writer; its task is owned by the last handle.
+    pub audit: AuditWriter,
+    pub providers: ProviderRegistry,
+    /// Replaced whole on rotation; readers clone the Arc.
+    pub keys: Arc<RwLock<Arc<keys::KeySet>>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        directory: Directory,
+        sessions: SessionStore,
+        audit: AuditWriter,
+        providers: ProviderRegistry,
+        keys: keys::KeySet,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            directory,
+            sessions,
+            audit,
+            providers,
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            clock,
+        }
+    }
+
+    /// The key set in force.
+    pub fn keyset(&self) -> Arc<keys::KeySet> {
+        match self.keys.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(oauth::routes())
+        .merge(pipeline::routes())
+        .merge(pages::routes())
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .with_state(state)
+}

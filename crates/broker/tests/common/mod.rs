@@ -1,0 +1,316 @@
+//! Test harness: a real broker on 127.0.0.1:0 with SQLite (in memory), the in-memory
+//! session store, a manual clock, and the sandbox OIDC IdP as the tenant's upstream.
+#![allow(dead_code)]
+
+use homeroom_broker::keys::KeySet;
+use homeroom_broker::{AppState, ProviderRegistry, Settings};
+use homeroom_core::crypto::sha256_hex;
+use homeroom_core::{ClientId, ManualClock, ProviderId, TenantId};
+use homeroom_directory::{AppRecord, AuditWriter, Directory, ProviderRecord, Tenant};
+use homeroom_providers::http::HttpClient;
+use homeroom_sandbox::{Flavour, OidcIdp, OidcIdpConfig, SandboxClient, SandboxKeys, ServerGuard};
+use std::sync::{Arc, OnceLock};
+
+pub const CB: &str = "http://127.0.0.1:8081/cb";
+pub const APP: &str = "app";
+pub const APP_SECRET: &str = "app-secret-123";
+pub const OTHER: &str = "other";
+pub const OTHER_SECRET: &str = "other-secret-123";
+pub const PUBLIC: &str = "pub";
+pub const ES_APP: &str = "app-es";
+pub const STUDENT: &str = "maya.chen@demo.homeroom.test";
+pub const STUDENT2: &str = "leo.okafor@demo.homeroom.test";
+
+pub struct Harness {
+    pub base: String,
+    pub state: AppState,
+    pub idp: OidcIdp,
+    pub clock: ManualClock,
+    _idp_guard: ServerGuard,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn sandbox_keys() -> SandboxKeys {
+    static K: OnceLock<String> = OnceLock::new();
+    let pem = K.get_or_init(|| SandboxKeys::generate().unwrap().private_pem().to_owned());
+    SandboxKeys::from_pem(pem).unwrap()
+}
+
+fn broker_keys() -> Vec<homeroom_directory::SigningKey> {
+    static K: OnceLock<Vec<homeroom_directory::SigningKey>> = OnceLock::new();
+    K.get_or_init(|| {
+        vec![
+            homeroom_broker::keys::generate("RS256", "current", 0).unwrap(),
+            homeroom_broker::keys::generate("ES256", "current", 0).unwrap(),
+        ]
+    })
+    .clone()
+}
+
+pub fn app_record(id: &str, secret: Option<&str>, alg: &str) -> AppRecord {
+    AppRecord {
+        client_id: ClientId::new(id),
+        tenant: TenantId::new("t1"),
+        name: format!("App {id}"),
+        secret_hash: secret.map(sha256_hex),
+        token_endpoint_auth_method: if secret.is_some() {
+            "client_secret_basic".into()
+        } else {
+            "none".into()
+        },
+        redirect_uris: vec![
+            CB.into(),
+            "https://app.example.test/cb".into(),
+            "https://app.example.test/cb2".into(),
+        ],
+        post_logout_redirect_uris: vec!["https://app.example.test/bye".into()],
+        allowed_scopes: ["openid", "profile", "email", "offline_access"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        id_token_alg: alg.into(),
+        enabled: true,
+        initiate_login_uri: None,
+        start_url: None,
+        allowed_origins: vec![],
+    }
+}
+
+pub async fn harness() -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = OidcIdpConfig::new(
+        Flavour::Generic,
+        vec![SandboxClient {
+            client_id: "homeroom".into(),
+            client_secret: "upstream-secret".into(),
+            redirect_uris: vec![format!("{base}/callback/idp")],
+        }],
+        homeroom_sandbox::demo_district_users(),
+        sandbox_keys(),
+    );
+    let (idp, _addr, idp_guard) = OidcIdp::bind_and_serve(cfg).await.unwrap();
+    let dir = Directory::connect("sqlite::memory:").await.unwrap();
+    dir.upsert_tenant(&Tenant {
+        id: TenantId::new("t1"),
+        name: "Demo District".into(),
+        domains: vec!["demo.homeroom.test".into()],
+        session_idle_secs: 1800,
+        session_absolute_secs: 43_200,
+        session_warning_secs: 300,
+    })
+    .await
+    .unwrap();
+    dir.upsert_tenant(&Tenant {
+        id: TenantId::new("t2"),
+        name: "Other District".into(),
+        domains: vec!["other.test".into()],
+        session_idle_secs: 1800,
+        session_absolute_secs: 43_200,
+        session_warning_secs: 300,
+    })
+    .await
+    .unwrap();
+    dir.upsert_provider(&ProviderRecord {
+        id: ProviderId::new("idp"),
+        tenant: TenantId::new("t1"),
+        kind: "oidc".into(),
+        display_name: "Demo District".into(),
+        enabled: true,
+        config: serde_json::json!({
+            "issuer": idp.issuer(), "client_id": "homeroom", "client_secret": "upstream-secret",
+            "trust_email": true, "timeout_secs": 2
+        }),
+    })
+    .await
+    .unwrap();
+    dir.upsert_app(&app_record(APP, Some(APP_SECRET), "RS256"))
+        .await
+        .unwrap();
+    dir.upsert_app(&app_record(OTHER, Some(OTHER_SECRET), "RS256"))
+        .await
+        .unwrap();
+    dir.upsert_app(&app_record(PUBLIC, None, "RS256"))
+        .await
+        .unwrap();
+    dir.upsert_app(&app_record(ES_APP, Some(APP_SECRET), "ES256"))
+        .await
+        .unwrap();
+    let mut t2app = app_record("t2-app", Some(APP_SECRET), "RS256");
+    t2app.tenant = TenantId::new("t2");
+    dir.upsert_app(&t2app).await.unwrap();
+    for k in broker_keys() {
+        dir.insert_signing_key(&k).await.unwrap();
+    }
+    let clock = ManualClock::starting_now();
+    let http = HttpClient::with_defaults().unwrap();
+    let (providers, failures) = ProviderRegistry::load(&dir, &http, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let keys = KeySet::load_or_generate(&dir, 0).await.unwrap();
+    let sessions = homeroom_session::open("memory://").await.unwrap();
+    let audit = AuditWriter::spawn(dir.clone());
+    let state = AppState::new(
+        Settings::new(&base),
+        dir,
+        sessions,
+        audit,
+        providers,
+        keys,
+        Arc::new(clock.clone()),
+    );
+    let router = homeroom_broker::app(state.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Harness {
+        base,
+        state,
+        idp,
+        clock,
+        _idp_guard: idp_guard,
+        _server: server,
+    }
+}
+
+/// A browser: its own cookie jar, redirects not followed (tests read Location).
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn query_param(url: &str, key: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    u.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub fn pkce() -> (String, String) {
+    let v = homeroom_core::crypto::random_token(32).unwrap();
+    let c = homeroom_core::crypto::pkce_s256(&v);
+    (v, c)
+}
+
+/// Authorize URL for `client` with the usual parameters plus `extra`.
+pub fn authorize_url(
+    h: &Harness,
+    client: &str,
+    challenge: Option<&str>,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", CB);
+    q.append_pair("scope", "openid profile email offline_access")
+        .append_pair("state", "st-123")
+        .append_pair("nonce", "n-456");
+    if let Some(c) = challenge {
+        q.append_pair("code_challenge", c)
+            .append_pair("code_challenge_method", "S256");
+    }
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    format!("{}/oauth2/authorize?{}", h.base, q.finish())
+}
+
+/// Follows redirects inside Homeroom and the sandbox until the app's redirect URI (or a
+/// page) is reached; returns the final response's Location (app redirect) or the response.
+pub async fn follow(b: &reqwest::Client, h: &Harness, start: &str) -> reqwest::Response {
+    let mut url = start.to_owned();
+    for _ in 0..12 {
+        let r = b.get(&url).send().await.unwrap();
+        if !r.status().is_redirection() {
+            return r;
+        }
+        let loc = location(&r);
+        if loc.starts_with(CB) || loc.starts_with("https://app.example.test") {
+            return r;
+        }
+        url = if loc.starts_with('/') {
+            format!("{}{}", h.base, loc)
+        } else {
+            loc
+        };
+    }
+    panic!("too many redirects");
+}
+
+/// A full login through the sandbox (silent upstream sign-in by login_hint); returns the
+/// code and the PKCE verifier.
+pub async fn login(b: &reqwest::Client, h: &Harness, client: &str, user: &str) -> (String, String) {
+    let (v, c) = pkce();
+    let r = follow(
+        b,
+        h,
+        &authorize_url(h, client, Some(&c), &[("login_hint", user)]),
+    )
+    .await;
+    let loc = location(&r);
+    assert!(
+        loc.starts_with(CB),
+        "expected a redirect to the app, got {} {}",
+        r.status(),
+        loc
+    );
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-123"));
+    assert_eq!(query_param(&loc, "iss").as_deref(), Some(h.base.as_str()));
+    (query_param(&loc, "code").expect("code"), v)
+}
+
+pub async fn redeem(
+    h: &Harness,
+    client: &str,
+    secret: Option<&str>,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
+    let c = reqwest::Client::new();
+    let mut req = c.post(format!("{}/oauth2/token", h.base));
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", CB),
+        ("code_verifier", verifier),
+    ];
+    match secret {
+        Some(s) => req = req.basic_auth(client, Some(s)),
+        None => form.push(("client_id", client)),
+    }
+    req.form(&form).send().await.unwrap()
+}
+
+pub async fn json(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.unwrap()
+}
+
+/// The catalogue code shown on an error page.
+pub async fn page_code(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let reference = r
+        .headers()
+        .get("x-homeroom-ref")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = r.text().await.unwrap();
+    let code = body
+        .split("data-testid=\"error-code\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("")
+        .to_owned();
+    (status, code, reference)
+}

@@ -1,0 +1,488 @@
+//! The error catalogue: every refusal Homeroom can give, in one enum.
+//!
+//! Each variant knows its stable [`LoginError::code`] (`family.reason`, never renumbered,
+//! safe to search for), a [`LoginError::student_message`] a ten-year-old can act on, an
+//! [`LoginError::it_guidance`] for the help desk, an [`LoginError::http_status`], and the
+//! OAuth error it becomes when the refusal is reported to an app
+//! ([`LoginError::oauth_error`]). The error page, the JSON error body, the audit event and
+//! the troubleshooter all read the same variant. A table test walks every variant.
+
+use serde::{Deserialize, Serialize};
+
+/// OAuth 2.0 / OIDC error codes sent to apps (RFC 6749 §4.1.2.1, §5.2; OIDC Core §3.1.2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    UnauthorizedClient,
+    AccessDenied,
+    UnsupportedResponseType,
+    InvalidScope,
+    ServerError,
+    TemporarilyUnavailable,
+    LoginRequired,
+    InteractionRequired,
+    InvalidClient,
+    InvalidGrant,
+    UnsupportedGrantType,
+    InvalidToken,
+}
+
+/// Every refusal. Variants carry the facts the pages need (what account was used, what was
+/// expected); nothing in them is secret.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::EnumIter, thiserror::Error,
+)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LoginError {
+    // ---- requests from apps (Homeroom as an OpenID provider) ----
+    #[error("unknown client")]
+    ClientUnknown { client_id: String },
+    #[error("redirect URI not registered")]
+    RedirectUriMismatch { client_id: String },
+    #[error("invalid authorization request")]
+    InvalidAuthRequest { reason: String },
+    #[error("id_token_hint invalid")]
+    IdTokenHintInvalid,
+    #[error("post_logout_redirect_uri not registered")]
+    PostLogoutRedirectInvalid,
+    #[error("target not allowed")]
+    TargetNotAllowed,
+    #[error("app disabled")]
+    ClientDisabled { client_id: String },
+
+    // ---- the hop through the upstream provider ----
+    #[error("state missing or unknown")]
+    StateInvalid,
+    #[error("state already used")]
+    StateUsed,
+    #[error("sign-in took too long")]
+    FlowExpired,
+    #[error("callback reached a different browser")]
+    FlowNotThisBrowser,
+    #[error("cookies blocked")]
+    CookiesBlocked,
+    #[error("provider unknown")]
+    ProviderUnknown { provider: String },
+    #[error("provider disabled")]
+    ProviderDisabled { provider: String },
+    #[error("upstream returned an error")]
+    UpstreamDenied { provider: String, error: String },
+    #[error("nonce invalid")]
+    NonceInvalid,
+    #[error("issuer invalid")]
+    IssuerInvalid,
+    #[error("issuer of a different provider")]
+    IssuerMismatch,
+    #[error("audience invalid")]
+    AudienceInvalid,
+    #[error("signature invalid")]
+    SignatureInvalid,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token invalid")]
+    TokenInvalid { reason: String },
+    #[error("subject invalid")]
+    SubjectInvalid,
+    #[error("code exchange failed")]
+    TokenExchangeFailed { provider: String },
+    #[error("upstream timeout")]
+    UpstreamTimeout { provider: String },
+    #[error("upstream unavailable")]
+    UpstreamUnavailable { provider: String },
+    #[error("upstream response too large")]
+    ResponseTooLarge { provider: String },
+    #[error("domain mismatch")]
+    DomainMismatch { used: String, expected: Vec<String> },
+    #[error("tenant mismatch")]
+    TenantMismatch { used: String, expected: Vec<String> },
+    #[error("email missing")]
+    EmailMissing { provider: String },
+
+    // ---- accounts and policy ----
+    #[error("no school found for email domain")]
+    UnknownDomain { domain: String },
+    #[error("linking requires a verified email")]
+    LinkRequiresVerifiedEmail { email: String },
+    #[error("account archived")]
+    AccountArchived,
+    #[error("account suspended")]
+    AccountSuspended,
+    #[error("account locked")]
+    AccountLocked { until: i64 },
+    #[error("app not assigned")]
+    AppNotAssigned { app: String },
+
+    // ---- sessions ----
+    #[error("CSRF check failed")]
+    Csrf,
+    #[error("session expired")]
+    SessionExpired,
+    #[error("session cookie ambiguous")]
+    CookieAmbiguous,
+
+    // ---- limits and faults ----
+    #[error("too many attempts")]
+    TooManyAttempts { retry_after: u64 },
+    #[error("internal error")]
+    Internal,
+}
+
+/// One row of the catalogue as published (README, admin API, troubleshooter).
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogueEntry {
+    pub code: &'static str,
+    pub title: &'static str,
+    pub http_status: u16,
+    pub student_message: String,
+    pub it_guidance: String,
+}
+
+impl LoginError {
+    /// The stable code. Never change one; add a new variant instead.
+    pub fn code(&self) -> &'static str {
+        use LoginError::*;
+        match self {
+            ClientUnknown { .. } => "oauth.client_unknown",
+            RedirectUriMismatch { .. } => "oauth.redirect_uri_mismatch",
+            InvalidAuthRequest { .. } => "oauth.invalid_request",
+            IdTokenHintInvalid => "oauth.id_token_hint_invalid",
+            PostLogoutRedirectInvalid => "oauth.post_logout_redirect_invalid",
+            TargetNotAllowed => "oauth.target_not_allowed",
+            ClientDisabled { .. } => "oauth.client_disabled",
+            StateInvalid => "upstream.state_invalid",
+            StateUsed => "upstream.state_used",
+            FlowExpired => "upstream.flow_expired",
+            FlowNotThisBrowser => "upstream.flow_not_this_browser",
+            CookiesBlocked => "session.cookies_blocked",
+            ProviderUnknown { .. } => "upstream.provider_unknown",
+            ProviderDisabled { .. } => "upstream.provider_disabled",
+            UpstreamDenied { .. } => "upstream.denied",
+            NonceInvalid => "upstream.nonce_invalid",
+            IssuerInvalid => "upstream.issuer_invalid",
+            IssuerMismatch => "upstream.issuer_mismatch",
+            AudienceInvalid => "upstream.audience_invalid",
+            SignatureInvalid => "upstream.signature_invalid",
+            TokenExpired => "upstream.token_expired",
+            TokenInvalid { .. } => "upstream.token_invalid",
+            SubjectInvalid => "upstream.subject_invalid",
+            TokenExchangeFailed { .. } => "upstream.token_exchange_failed",
+            UpstreamTimeout { .. } => "upstream.timeout",
+            UpstreamUnavailable { .. } => "upstream.unavailable",
+            ResponseTooLarge { .. } => "upstream.response_too_large",
+            DomainMismatch { .. } => "upstream.domain_mismatch",
+            TenantMismatch { .. } => "upstream.tenant_mismatch",
+            EmailMissing { .. } => "upstream.email_missing",
+            UnknownDomain { .. } => "account.unknown_domain",
+            LinkRequiresVerifiedEmail { .. } => "account.link_requires_verified_email",
+            AccountArchived => "account.archived",
+            AccountSuspended => "account.suspended",
+            AccountLocked { .. } => "account.locked",
+            AppNotAssigned { .. } => "account.app_not_assigned",
+            Csrf => "session.csrf",
+            SessionExpired => "session.expired",
+            CookieAmbiguous => "session.cookie_ambiguous",
+            TooManyAttempts { .. } => "limit.too_many_attempts",
+            Internal => "internal.error",
+        }
+    }
+
+    /// A short headline for the error page.
+    pub fn title(&self) -> &'static str {
+        use LoginError::*;
+        match self {
+            ClientUnknown { .. } | RedirectUriMismatch { .. } | InvalidAuthRequest { .. } => {
+                "This app's sign-in link is broken"
+            }
+            ClientDisabled { .. } => "This app is turned off",
+            IdTokenHintInvalid | PostLogoutRedirectInvalid => "We could not sign you out safely",
+            TargetNotAllowed => "That link is not allowed",
+            StateInvalid | StateUsed | FlowNotThisBrowser => "This sign-in link does not match",
+            FlowExpired => "Sign-in took too long",
+            CookiesBlocked => "Your browser blocked our cookie",
+            ProviderUnknown { .. } | ProviderDisabled { .. } => {
+                "That sign-in option is not available"
+            }
+            UpstreamDenied { .. } => "Sign-in was cancelled or refused",
+            NonceInvalid
+            | IssuerInvalid
+            | IssuerMismatch
+            | AudienceInvalid
+            | SignatureInvalid
+            | TokenExpired
+            | TokenInvalid { .. }
+            | SubjectInvalid
+            | TokenExchangeFailed { .. } => "We could not confirm who you are",
+            UpstreamTimeout { .. } | UpstreamUnavailable { .. } | ResponseTooLarge { .. } => {
+                "Your school's sign-in service is not answering"
+            }
+            DomainMismatch { .. } | TenantMismatch { .. } => "That's not your school account",
+            EmailMissing { .. } => "Your account has no email address",
+            UnknownDomain { .. } => "We don't know that school email",
+            LinkRequiresVerifiedEmail { .. } => "We need to check this account first",
+            AccountArchived => "This account is archived",
+            AccountSuspended => "This account is paused",
+            AccountLocked { .. } => "This account is locked for now",
+            AppNotAssigned { .. } => "This app is not assigned to you",
+            Csrf => "This form expired",
+            SessionExpired => "You were signed out",
+            CookieAmbiguous => "Please sign in again",
+            TooManyAttempts { .. } => "Too many tries",
+            Internal => "Something went wrong on our side",
+        }
+    }
+
+    /// What the student reads: what happened and what to try, in plain words.
+    pub fn student_message(&self) -> String {
+        use LoginError::*;
+        match self {
+            ClientUnknown { .. } | RedirectUriMismatch { .. } | InvalidAuthRequest { .. } => {
+                "The app sent you here with a sign-in link we don't recognise. Go back to the app and try again. If it happens again, tell your teacher or IT and show them this page.".into()
+            }
+            ClientDisabled { .. } => "Your school has turned this app off for now. Ask your teacher which app to use.".into(),
+            IdTokenHintInvalid | PostLogoutRedirectInvalid => "The app asked us to sign you out, but the request did not check out. Close the browser to be sure you are signed out.".into(),
+            TargetNotAllowed => "That link tried to send you somewhere we don't trust. Open the app from your school's portal instead.".into(),
+            StateInvalid | StateUsed => "This sign-in page was already used or was opened from an old link. Go back to the app and click Sign in again.".into(),
+            FlowExpired => "You took a little too long to finish signing in. Go back to the app and click Sign in again.".into(),
+            FlowNotThisBrowser => "This sign-in was started in a different browser or window. Start again from the app in this browser.".into(),
+            CookiesBlocked => "Your browser did not send back the small cookie we need to finish signing in. Turn off private or incognito mode, allow cookies for this site, then try again.".into(),
+            ProviderUnknown { provider } | ProviderDisabled { provider } => format!("The sign-in option \"{provider}\" is not turned on for your school. Go back and pick another button."),
+            UpstreamDenied { provider, .. } => format!("{provider} did not let you sign in (you may have pressed Cancel). Try again; if it keeps happening, tell IT."),
+            NonceInvalid | IssuerInvalid | IssuerMismatch | AudienceInvalid | SignatureInvalid
+            | TokenExpired | TokenInvalid { .. } | SubjectInvalid => {
+                "We could not check the answer from your school's sign-in service. Try again in a minute. If it keeps happening, tell IT and show them this page.".into()
+            }
+            TokenExchangeFailed { provider } => format!("{provider} would not finish your sign-in. Go back to the app and try again."),
+            UpstreamTimeout { provider } | UpstreamUnavailable { provider } | ResponseTooLarge { provider } => {
+                format!("{provider} is not answering right now. Wait a minute and try again. If it is still down, tell your teacher.")
+            }
+            DomainMismatch { used, expected } | TenantMismatch { used, expected } => {
+                let want = if expected.is_empty() { "your school account".to_owned() } else { expected.join(" or ") };
+                format!("You signed in as {used}, but this needs your school account ({want}). Click \"Use a different account\" and choose your school account.")
+            }
+            EmailMissing { provider } => format!("{provider} did not tell us your email address. Tell IT so they can fix your account."),
+            UnknownDomain { domain } => format!("We don't know a school that uses \"{domain}\". Check the spelling of your school email, or pick a button instead."),
+            LinkRequiresVerifiedEmail { .. } => "Your school needs to confirm this account before you can use it. Tell your teacher or IT and show them this page.".into(),
+            AccountArchived => "Your account is archived, so you can't sign in. If you are still at this school, tell your teacher or IT.".into(),
+            AccountSuspended => "Your account is paused. Tell your teacher or IT.".into(),
+            AccountLocked { until } => format!("Your account is locked because of too many tries. It unlocks at {} (UTC), or IT can unlock it sooner.", crate::clock::rfc3339(*until)),
+            AppNotAssigned { app } => format!("Your school has not given you access to {app}. If you need it for class, tell your teacher."),
+            Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
+            SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
+            CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
+            TooManyAttempts { retry_after } => format!("There were too many tries. Wait {retry_after} seconds, then try again."),
+            Internal => "Something went wrong on our side. Try again in a minute; if it keeps happening, tell IT and show them this page.".into(),
+        }
+    }
+
+    /// What IT reads: what to check and where.
+    pub fn it_guidance(&self) -> String {
+        use LoginError::*;
+        match self {
+            ClientUnknown { client_id } => format!("The app sent client_id \"{client_id}\", which is not registered. Register the app (Apps in the console or [apps] in the config) or fix the app's client id."),
+            RedirectUriMismatch { client_id } => format!("The app \"{client_id}\" sent a redirect_uri that is not registered, character for character. Compare the app's redirect URI with the registered list; matching is exact (no prefixes, no trailing slash forgiveness)."),
+            InvalidAuthRequest { reason } => format!("The authorization request is malformed: {reason}. The app needs fixing."),
+            ClientDisabled { client_id } => format!("The app \"{client_id}\" is disabled. Enable it in Apps if it should be used."),
+            IdTokenHintInvalid => "The logout request's id_token_hint was not issued by this Homeroom (or was altered). The app should send the ID token it received.".into(),
+            PostLogoutRedirectInvalid => "post_logout_redirect_uri is not one of the app's registered post-logout URIs (exact match).".into(),
+            TargetNotAllowed => "A launch asked for an app alias or target_link_uri that is not allowlisted for the app. Add it to the app's launch settings if it is legitimate.".into(),
+            StateInvalid => "The callback carried a state we never issued, or none. Usually an old bookmark or a replayed link; if many students hit it, check for a portal posting codes without state.".into(),
+            StateUsed => "The callback's state was already consumed: the same link was opened twice (back button, double click) or replayed.".into(),
+            FlowExpired => "The flow state expired before the upstream returned (default 10 minutes). Check for slow upstream sign-in or clock skew.".into(),
+            FlowNotThisBrowser => "The state is valid but belongs to another browser (its binding cookie did not match). Possible login CSRF; nothing was signed in.".into(),
+            CookiesBlocked => "The return from the provider arrived without Homeroom's flow cookie. Common causes: third-party cookie blocking, private mode, an embedded webview or iframe, or the app opened on another host name than the public URL.".into(),
+            ProviderUnknown { provider } => format!("No provider \"{provider}\" is configured for this tenant. Check the tile or link that sent the student here."),
+            ProviderDisabled { provider } => format!("Provider \"{provider}\" is disabled. Enable it under Providers."),
+            UpstreamDenied { provider, error } => format!("{provider} returned error \"{error}\". For Google, under-18 users may be blocked from third-party apps until the app is trusted in the Admin console; for Entra, check consent and assignment."),
+            NonceInvalid => "The upstream ID token's nonce did not match the one we sent. Possible replay or a misbehaving provider.".into(),
+            IssuerInvalid => "The upstream ID token's iss does not match the provider's configured issuer. Check the provider's issuer/discovery URL (Entra: tenant id).".into(),
+            IssuerMismatch => "The callback's iss parameter names a different provider than the one this flow started with (mix-up attack or misconfigured callback URL).".into(),
+            AudienceInvalid => "The upstream ID token was issued to another client id (aud/azp). Check the client id configured for this provider.".into(),
+            SignatureInvalid => "The upstream ID token's signature did not verify against the provider's published keys (or used a forbidden algorithm). Check the provider's JWKS and configured algorithm.".into(),
+            TokenExpired => "The upstream ID token is expired or not yet valid. Check the clocks of this server and the provider; allowed skew is configurable.".into(),
+            TokenInvalid { reason } => format!("The upstream token is malformed: {reason}."),
+            SubjectInvalid => "The upstream identity has no stable subject, or userinfo's sub differs from the ID token's.".into(),
+            TokenExchangeFailed { provider } => format!("{provider}'s token endpoint refused the code. Check the client secret, the registered redirect URI, and that the code was not used twice."),
+            UpstreamTimeout { provider } => format!("{provider} did not answer in time. Check the provider's status page and this server's outbound network."),
+            UpstreamUnavailable { provider } => format!("{provider} could not be reached or answered with an error. Use Test connection on the provider's page."),
+            ResponseTooLarge { provider } => format!("{provider} answered with a response over the size limit; refused to protect the server."),
+            DomainMismatch { used, expected } => format!("The user signed in upstream as {used}; this tenant accepts {}. Usually a personal account or another district's account already signed in on the device; the page offers \"use a different account\".", expected.join(", ")),
+            TenantMismatch { used, expected } => format!("The upstream tenant/district \"{used}\" is not one of this provider's allowed tenants ({}).", expected.join(", ")),
+            EmailMissing { provider } => format!("{provider} returned no email and the provider is configured to require one."),
+            UnknownDomain { domain } => format!("Home-realm discovery found no tenant with domain \"{domain}\". Add the domain to the tenant if it belongs to the district."),
+            LinkRequiresVerifiedEmail { email } => format!("A new upstream identity claims {email}, which belongs to an existing account, but the provider does not vouch for the address. Link it by hand in the console (or via the roster) if it is the same person."),
+            AccountArchived => "The account is archived. Restore it in Users if the person is still active.".into(),
+            AccountSuspended => "The account is suspended. Activate it in Users if appropriate.".into(),
+            AccountLocked { until } => format!("The account is locked until {} after too many failed attempts. Unlock it in Users after checking the attempts.", crate::clock::rfc3339(*until)),
+            AppNotAssigned { app } => format!("{app} is not assigned to this user's role, school or grade. Check the app's assignment rules."),
+            Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
+            SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
+            CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
+            TooManyAttempts { retry_after } => format!("A rate limit was hit; it lifts in {retry_after} s. Check the rate-limit page for the key involved."),
+            Internal => "An internal error happened; the server log has the cause under this reference id.".into(),
+        }
+    }
+
+    /// The HTTP status of the error page or JSON body.
+    pub fn http_status(&self) -> u16 {
+        use LoginError::*;
+        match self {
+            ClientUnknown { .. } | RedirectUriMismatch { .. } | InvalidAuthRequest { .. } => 400,
+            IdTokenHintInvalid | PostLogoutRedirectInvalid | TargetNotAllowed => 400,
+            StateInvalid | StateUsed | FlowExpired | FlowNotThisBrowser | CookiesBlocked => 400,
+            ProviderUnknown { .. } => 404,
+            ClientDisabled { .. } | ProviderDisabled { .. } => 403,
+            UpstreamDenied { .. } => 403,
+            NonceInvalid
+            | IssuerInvalid
+            | IssuerMismatch
+            | AudienceInvalid
+            | SignatureInvalid
+            | TokenExpired
+            | TokenInvalid { .. }
+            | SubjectInvalid => 401,
+            TokenExchangeFailed { .. } | UpstreamUnavailable { .. } | ResponseTooLarge { .. } => {
+                502
+            }
+            UpstreamTimeout { .. } => 504,
+            DomainMismatch { .. } | TenantMismatch { .. } | EmailMissing { .. } => 403,
+            UnknownDomain { .. } => 404,
+            LinkRequiresVerifiedEmail { .. }
+            | AccountArchived
+            | AccountSuspended
+            | AccountLocked { .. }
+            | AppNotAssigned { .. } => 403,
+            Csrf => 403,
+            SessionExpired | CookieAmbiguous => 401,
+            TooManyAttempts { .. } => 429,
+            Internal => 500,
+        }
+    }
+
+    /// The error an app receives when this refusal ends an authorization request it made.
+    pub fn oauth_error(&self) -> OAuthErrorCode {
+        use LoginError::*;
+        match self {
+            InvalidAuthRequest { .. } => OAuthErrorCode::InvalidRequest,
+            UpstreamTimeout { .. } | UpstreamUnavailable { .. } | TooManyAttempts { .. } => {
+                OAuthErrorCode::TemporarilyUnavailable
+            }
+            Internal => OAuthErrorCode::ServerError,
+            SessionExpired => OAuthErrorCode::LoginRequired,
+            _ => OAuthErrorCode::AccessDenied,
+        }
+    }
+
+    /// Whether the page should offer "use a different account".
+    pub fn offers_other_account(&self) -> bool {
+        matches!(
+            self,
+            LoginError::DomainMismatch { .. } | LoginError::TenantMismatch { .. }
+        )
+    }
+
+    /// Seconds to wait before retrying, when the refusal is temporary.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            LoginError::TooManyAttempts { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Whether the refusal must be shown on Homeroom's own page rather than sent to the app
+    /// (RFC 6749 §4.1.2.1: never redirect to an unverified client or redirect URI).
+    pub fn never_redirect(&self) -> bool {
+        matches!(
+            self,
+            LoginError::ClientUnknown { .. } | LoginError::RedirectUriMismatch { .. }
+        )
+    }
+
+    /// The catalogue row for this variant.
+    pub fn entry(&self) -> CatalogueEntry {
+        CatalogueEntry {
+            code: self.code(),
+            title: self.title(),
+            http_status: self.http_status(),
+            student_message: self.student_message(),
+            it_guidance: self.it_guidance(),
+        }
+    }
+
+    /// Every variant, with placeholder data, for the published catalogue and its tests.
+    pub fn catalogue() -> Vec<CatalogueEntry> {
+        use strum::IntoEnumIterator;
+        LoginError::iter().map(|e| e.entry()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use strum::IntoEnumIterator;
+
+    #[test]
+    fn every_variant_has_a_unique_code_and_both_texts() {
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for e in LoginError::iter() {
+            count += 1;
+            let code = e.code();
+            assert!(seen.insert(code), "duplicate code {code}");
+            let (family, reason) = code.split_once('.').expect("family.reason");
+            assert!(!family.is_empty() && !reason.is_empty());
+            assert!(!e.title().is_empty(), "{code} title");
+            assert!(e.student_message().len() > 20, "{code} student message");
+            assert!(e.it_guidance().len() > 20, "{code} IT guidance");
+            assert!((400..600).contains(&e.http_status()), "{code} status");
+        }
+        assert_eq!(count, seen.len());
+        assert!(count >= 40);
+    }
+
+    #[test]
+    fn only_unverified_client_errors_refuse_to_redirect() {
+        assert!(
+            LoginError::ClientUnknown {
+                client_id: "x".into()
+            }
+            .never_redirect()
+        );
+        assert!(
+            LoginError::RedirectUriMismatch {
+                client_id: "x".into()
+            }
+            .never_redirect()
+        );
+        assert!(
+            !LoginError::DomainMismatch {
+                used: "a".into(),
+                expected: vec![]
+            }
+            .never_redirect()
+        );
+    }
+
+    #[test]
+    fn domain_mismatch_names_both_accounts() {
+        let e = LoginError::DomainMismatch {
+            used: "kid@gmail.com".into(),
+            expected: vec!["lincolnusd.org".into()],
+        };
+        let m = e.student_message();
+        assert!(m.contains("kid@gmail.com") && m.contains("lincolnusd.org"));
+        assert!(e.offers_other_account());
+        assert_eq!(e.http_status(), 403);
+    }
+
+    #[test]
+    fn serialises_with_kind_tag() {
+        let v = serde_json::to_value(LoginError::AccountLocked { until: 5 }).unwrap();
+        assert_eq!(v["kind"], "account_locked");
+        let back: LoginError = serde_json::from_value(v).unwrap();
+        assert_eq!(back, LoginError::AccountLocked { until: 5 });
+    }
+}

@@ -1,0 +1,244 @@
+//! Accounts and their provider links. A link is unique on `(provider, subject)`; creating
+//! an account with its first link is one transaction, so a duplicate link leaves no
+//! orphan account behind. Emails are looked up by their normalised form (`email_norm`).
+
+use crate::codec::{col, col_flag, col_json, flag, normalise_email, to_json};
+use crate::error::{DirectoryError, db};
+use crate::{Account, AccountStatus, Directory, ProviderLink};
+use homeroom_core::{AccountId, ProviderId, TenantId};
+use sqlx::any::AnyRow;
+
+fn account_from_row(row: &AnyRow) -> Result<Account, DirectoryError> {
+    let status: String = col(row, "status")?;
+    Ok(Account {
+        id: AccountId::new(col::<String>(row, "id")?),
+        tenant: TenantId::new(col::<String>(row, "tenant_id")?),
+        status: AccountStatus::parse(&status)
+            .ok_or_else(|| DirectoryError::Corrupt(format!("unknown account status {status:?}")))?,
+        email: col(row, "email")?,
+        email_verified: col_flag(row, "email_verified")?,
+        name: col(row, "name")?,
+        given_name: col(row, "given_name")?,
+        family_name: col(row, "family_name")?,
+        username: col(row, "username")?,
+        roles: col_json(row, "roles")?,
+        created_at: col(row, "created_at")?,
+        last_sign_in_at: col(row, "last_sign_in_at")?,
+        sign_in_count: col(row, "sign_in_count")?,
+    })
+}
+
+fn link_from_row(row: &AnyRow) -> Result<ProviderLink, DirectoryError> {
+    Ok(ProviderLink {
+        account: AccountId::new(col::<String>(row, "account_id")?),
+        provider: ProviderId::new(col::<String>(row, "provider_id")?),
+        subject: col(row, "subject")?,
+        email: col(row, "email")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn link_conflict(link: &ProviderLink) -> impl FnOnce() -> String + '_ {
+    move || {
+        format!(
+            "provider link {}/{} already exists",
+            link.provider, link.subject
+        )
+    }
+}
+
+async fn insert_link<'e, E>(exec: E, link: &ProviderLink) -> Result<(), DirectoryError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO provider_links (provider_id, subject, account_id, email, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(link.provider.as_str())
+    .bind(&link.subject)
+    .bind(link.account.as_str())
+    .bind(link.email.as_deref())
+    .bind(link.created_at)
+    .execute(exec)
+    .await
+    .map_err(|e| DirectoryError::from_sqlx(e, link_conflict(link)))?;
+    Ok(())
+}
+
+impl Directory {
+    /// Creates an account and, optionally, its first provider link, in one transaction.
+    /// An existing account id or an already-linked `(provider, subject)` is a
+    /// [`DirectoryError::Conflict`] and nothing is written. The link's `account` must be
+    /// the new account's id ([`DirectoryError::Invalid`] otherwise); its tenant must exist.
+    pub async fn create_account(
+        &self,
+        account: &Account,
+        link: Option<&ProviderLink>,
+    ) -> Result<(), DirectoryError> {
+        if let Some(link) = link
+            && link.account != account.id
+        {
+            return Err(DirectoryError::Invalid(format!(
+                "link for account {} passed with account {}",
+                link.account, account.id
+            )));
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
+                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(account.id.as_str())
+        .bind(account.tenant.as_str())
+        .bind(account.status.as_str())
+        .bind(account.email.as_deref())
+        .bind(account.email.as_deref().map(normalise_email))
+        .bind(flag(account.email_verified))
+        .bind(account.name.as_deref())
+        .bind(account.given_name.as_deref())
+        .bind(account.family_name.as_deref())
+        .bind(account.username.as_deref())
+        .bind(to_json(&account.roles)?)
+        .bind(account.created_at)
+        .bind(account.last_sign_in_at)
+        .bind(account.sign_in_count)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| DirectoryError::from_sqlx(e, || format!("account {} (tenant {})", account.id, account.tenant)))?;
+        if let Some(link) = link {
+            insert_link(&mut *tx, link).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The account with this id.
+    pub async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, DirectoryError> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    /// The account linked to this upstream subject.
+    pub async fn find_account_by_link(
+        &self,
+        provider: &ProviderId,
+        subject: &str,
+    ) -> Result<Option<Account>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT a.* FROM accounts a JOIN provider_links l ON l.account_id = a.id
+             WHERE l.provider_id = $1 AND l.subject = $2",
+        )
+        .bind(provider.as_str())
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    /// The accounts of a tenant with this email (trimmed, case-insensitive), oldest first.
+    /// Several accounts may share an address; the caller decides what that means.
+    pub async fn find_accounts_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &str,
+    ) -> Result<Vec<Account>, DirectoryError> {
+        let rows = sqlx::query("SELECT * FROM accounts WHERE tenant_id = $1 AND email_norm = $2 ORDER BY created_at, id")
+            .bind(tenant.as_str())
+            .bind(normalise_email(email))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    /// Links an upstream subject to an existing account. [`DirectoryError::Conflict`] when
+    /// that `(provider, subject)` is linked already (to any account);
+    /// [`DirectoryError::NotFound`] when the account does not exist.
+    pub async fn add_link(&self, link: &ProviderLink) -> Result<(), DirectoryError> {
+        insert_link(&self.pool, link).await
+    }
+
+    /// The links of an account, oldest first.
+    pub async fn links_for_account(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<ProviderLink>, DirectoryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM provider_links WHERE account_id = $1 ORDER BY created_at, provider_id, subject",
+        )
+        .bind(account.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(link_from_row).collect()
+    }
+
+    /// Counts a successful sign-in: `sign_in_count += 1` in one atomic statement, and
+    /// `last_sign_in_at = at` unless a later sign-in was already recorded (so concurrent
+    /// instances never move it backwards). [`DirectoryError::NotFound`] for an unknown id.
+    pub async fn record_sign_in(&self, account: &AccountId, at: i64) -> Result<(), DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET
+                sign_in_count = sign_in_count + 1,
+                last_sign_in_at = CASE
+                    WHEN last_sign_in_at IS NULL OR last_sign_in_at < $2 THEN $2
+                    ELSE last_sign_in_at END
+             WHERE id = $1",
+        )
+        .bind(account.as_str())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound {
+                what: format!("account {account}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets an account's status. [`DirectoryError::NotFound`] for an unknown id.
+    pub async fn set_account_status(
+        &self,
+        account: &AccountId,
+        status: AccountStatus,
+    ) -> Result<(), DirectoryError> {
+        let done = sqlx::query("UPDATE accounts SET status = $2 WHERE id = $1")
+            .bind(account.as_str())
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound {
+                what: format!("account {account}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of accounts in a tenant, or in the whole directory.
+    pub async fn count_accounts(&self, tenant: Option<&TenantId>) -> Result<i64, DirectoryError> {
+        match tenant {
+            Some(t) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE tenant_id = $1")
+                    .bind(t.as_str())
+                    .fetch_one(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+                    .fetch_one(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)
+    }
+}

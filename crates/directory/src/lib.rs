@@ -1,0 +1,35 @@
+//! Durable data behind sqlx: tenants, providers, apps (downstream clients), accounts and
+//! their provider links, signing keys and audit events, with migrations. SQLite by
+//! default (a file), PostgreSQL by URL, through one code path (`sqlx::Any`) and one set of
+//! portable migrations (`migrations/`, run at [`Directory::connect`]).
+//!
+//! Modules: [`records`] (the row types), `db` (the [`Directory`] handle, connecting,
+//! migrations), one module per area adding methods to [`Directory`] (`tenants`,
+//! `providers`, `apps`, `accounts`, `keys`, `audit`), and [`audit_writer`] (the
+//! non-blocking, batching [`AuditWriter`]).
+//!
+//! This crate never speaks HTTP and never decides policy.
+
+mod accounts;
+mod apps;
+mod audit;
+pub mod audit_writer;
+mod codec;
+mod db;
+mod error;
+mod keys;
+mod providers;
+pub mod records;
+mod tenants;
+
+pub use audit::{AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT};
+pub use audit_writer::AuditWriter;
+pub use codec::normalise_email;
+pub use db::{Backend, Directory};
+pub use error::DirectoryError;
+pub use records::*;
+
+/// Opens the directory at `url`; same as [`Directory::connect`].
+pub async fn connect(url: &str) -> Result<Directory, DirectoryError> {
+    Directory::connect(url).await
+}

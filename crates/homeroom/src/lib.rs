@@ -1,0 +1,196 @@
+//! The `homeroom` binary's library half: loads configuration, opens the stores, imports
+//! the config into the directory, builds the broker and serves it. `main.rs` only parses
+//! the command line; tests call [`start`] to run a real server on `127.0.0.1:0`.
+
+pub mod config;
+pub mod demo;
+
+use anyhow::{Context, Result};
+use homeroom_broker::{AppState, ProviderRegistry, Settings, keys::KeySet};
+use homeroom_core::{Clock, SystemClock};
+use homeroom_directory::{AuditWriter, Directory};
+use homeroom_providers::http::HttpClient;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// How to run a server.
+pub struct ServeOptions {
+    pub config: config::Config,
+    /// Overrides `server.listen`.
+    pub listen: Option<String>,
+    /// Overrides `server.public_url`.
+    pub public_url: Option<String>,
+    /// Mount the demo sandbox IdP and demo app (and their config).
+    pub demo: bool,
+    /// Clock override for tests.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// A running server. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests, flushes the audit log.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+        self.state.audit.flush().await;
+    }
+
+    /// Waits until the server stops (Ctrl-C / SIGTERM when started by `main`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        self.state.audit.flush().await;
+    }
+}
+
+pub fn data_dir(cfg: &config::Config) -> PathBuf {
+    PathBuf::from(
+        cfg.server
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| "./data".into()),
+    )
+}
+
+/// The directory URL a config names (default: SQLite file in the data dir).
+pub fn directory_url(cfg: &config::Config) -> String {
+    cfg.store
+        .directory
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/homeroom.db", data_dir(cfg).display()))
+}
+
+/// Binds, wires and starts serving.
+pub async fn start(mut opts: ServeOptions) -> Result<Running> {
+    let listen = opts
+        .listen
+        .clone()
+        .or_else(|| opts.config.server.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let issuer = opts
+        .public_url
+        .clone()
+        .or_else(|| opts.config.server.public_url.clone())
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let clock: Arc<dyn Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+
+    let demo = if opts.demo {
+        let d = demo::Demo::prepare(&issuer, &data_dir(&opts.config)).await?;
+        d.add_to_config(&mut opts.config);
+        Some(d)
+    } else {
+        None
+    };
+    let problems = config::validate(&opts.config);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!("configuration has problems:\n  {}", list.join("\n  "));
+    }
+    let dir_url = directory_url(&opts.config);
+    if let Some(path) = dir_url.strip_prefix("sqlite://") {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(parent).ok();
+        }
+    }
+    let directory = Directory::connect(&dir_url)
+        .await
+        .context("cannot open the directory")?;
+    config::import(&opts.config, &directory)
+        .await
+        .context("cannot import the configuration")?;
+    let sessions_url = opts
+        .config
+        .store
+        .sessions
+        .clone()
+        .unwrap_or_else(|| "memory://".into());
+    let sessions = homeroom_session::open(&sessions_url)
+        .await
+        .context("cannot open the session store")?;
+    let audit = AuditWriter::spawn(directory.clone());
+    let http = HttpClient::with_defaults().context("cannot build the HTTP client")?;
+    let (providers, failures) = ProviderRegistry::load(&directory, &http, clock.clone()).await?;
+    for f in failures {
+        for p in f.problems {
+            tracing::error!(provider = %f.provider, path = %p.path, reason = %p.reason, "provider not started");
+        }
+    }
+    let keys = KeySet::load_or_generate(&directory, clock.now())
+        .await
+        .context("cannot load signing keys")?;
+    let state = AppState::new(
+        Settings::new(&issuer),
+        directory,
+        sessions,
+        audit,
+        providers,
+        keys,
+        clock,
+    );
+    let mut router = homeroom_broker::app(state.clone());
+    if let Some(d) = demo {
+        router = router.merge(d.routes(&issuer));
+    }
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            tokio::select! {
+                _ = stop_rx => {}
+                _ = shutdown_signal() => {}
+            }
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    tracing::info!(%addr, %issuer, "homeroom listening");
+    Ok(Running {
+        addr,
+        issuer,
+        state,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

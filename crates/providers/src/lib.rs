@@ -1,0 +1,132 @@
+//! The provider boundary: one [`Provider`] trait that says which capabilities an upstream
+//! has, small capability traits ([`RedirectLogin`] for OIDC/OAuth2 redirects), and one
+//! module per upstream kind. Every adapter validates its protocol (signature, issuer,
+//! audience, nonce, expiry, `hd`, `tid`, ...) and returns one normalised
+//! [`UpstreamIdentity`] keyed by the provider's stable subject.
+//!
+//! Adapters never decide policy, never touch sessions or storage, never render pages and
+//! never throttle: the broker's pipeline owns protocol state (it mints `state`, `nonce` and
+//! the PKCE verifier and hands them in) and everything else.
+
+pub mod config;
+pub mod google;
+pub mod http;
+pub mod microsoft;
+pub mod oidc;
+
+use async_trait::async_trait;
+use homeroom_core::{LoginError, ProviderId, UpstreamIdentity};
+use std::sync::Arc;
+
+pub use config::{ConfigProblem, ProviderSettings, build, validate};
+
+/// Which kind of upstream a provider is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Oidc,
+    Google,
+    Microsoft,
+}
+
+impl ProviderKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "oidc" => Some(Self::Oidc),
+            "google" => Some(Self::Google),
+            "microsoft" => Some(Self::Microsoft),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::Google => "google",
+            Self::Microsoft => "microsoft",
+        }
+    }
+}
+
+/// A refusal from an adapter: the catalogue entry plus a private detail for the trace
+/// (never shown to the student, never containing secrets).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}: {detail}")]
+pub struct ProviderError {
+    pub error: LoginError,
+    pub detail: String,
+}
+
+impl ProviderError {
+    pub fn new(error: LoginError, detail: impl Into<String>) -> Self {
+        Self {
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A configured upstream. Registered once; the pipeline asks what it can do.
+pub trait Provider: Send + Sync {
+    fn id(&self) -> &ProviderId;
+    fn kind(&self) -> ProviderKind;
+    fn display_name(&self) -> &str;
+    /// The issuer this provider's responses must name (RFC 9207 `iss` on callbacks),
+    /// when known without a network call.
+    fn expected_issuer(&self) -> Option<String> {
+        None
+    }
+    fn as_redirect(&self) -> Option<&dyn RedirectLogin> {
+        None
+    }
+}
+
+/// What the pipeline hands an adapter to start a redirect login.
+#[derive(Debug, Clone)]
+pub struct BeginLogin {
+    /// Minted by the pipeline; the adapter only places it in the URL.
+    pub state: String,
+    pub nonce: String,
+    /// PKCE S256 challenge of the verifier the pipeline keeps.
+    pub pkce_challenge: String,
+    /// Homeroom's callback URL for this provider.
+    pub redirect_uri: String,
+    /// Upstream `prompt` (`select_account` for "use a different account", `login`, `none`).
+    pub prompt: Option<String>,
+    pub login_hint: Option<String>,
+}
+
+/// The query parameters of the upstream's return to Homeroom's callback.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Callback {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    /// RFC 9207 issuer identification.
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// The parts of the flow state the adapter needs to finish.
+#[derive(Debug, Clone)]
+pub struct UpstreamFlow {
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub redirect_uri: String,
+}
+
+/// OIDC / OAuth2 authorization-code login with a browser redirect.
+#[async_trait]
+pub trait RedirectLogin: Send + Sync {
+    /// The URL to send the browser to.
+    async fn begin(&self, req: &BeginLogin) -> Result<url::Url, ProviderError>;
+    /// Validates the return (code exchange, ID token, claims) and normalises the identity.
+    /// The pipeline has already matched `state`; the adapter checks everything else.
+    async fn finish(
+        &self,
+        cb: &Callback,
+        flow: &UpstreamFlow,
+    ) -> Result<UpstreamIdentity, ProviderError>;
+}
+
+/// Shared handle to a built provider.
+pub type DynProvider = Arc<dyn Provider>;

@@ -1,0 +1,78 @@
+//! Ephemeral state: login flow state, SSO sessions, authorization codes, refresh-token
+//! families, counters and replay caches. Everything lives behind one [`KvBackend`] trait
+//! with an in-memory backend ([`memory::MemoryBackend`], one process) and a Redis backend
+//! ([`redis_backend::RedisBackend`], several instances). [`SessionStore`] adds typed JSON
+//! records on top.
+//!
+//! This crate never holds durable data (that is `directory`) and never decides policy: it
+//! offers the atomic primitives (single-use `take`, `put_if_absent`, `incr`) that the
+//! broker builds single-use codes, rotation and lockout counters from.
+//!
+//! Expiry: backends expire keys after their TTL (garbage collection). Records that must
+//! expire exactly also carry their own `expires_at`, checked against the broker's clock,
+//! so tests can move time without waiting for the backend.
+
+pub mod memory;
+pub mod redis_backend;
+mod store;
+
+pub use store::SessionStore;
+
+use async_trait::async_trait;
+
+/// A failure of the store itself (unreachable, corrupt value). Not a "not found".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored value could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("unsupported session store URL {0:?} (use memory:// or redis://host:port)")]
+    BadUrl(String),
+}
+
+/// The primitive operations every backend provides. Keys are plain strings with a
+/// namespace prefix chosen by the caller (`flow:`, `sso:`, `code:` ...). TTLs are seconds
+/// and always > 0.
+#[async_trait]
+pub trait KvBackend: Send + Sync + std::fmt::Debug {
+    /// Stores `value` under `key`, replacing any value, expiring after `ttl_secs`.
+    async fn put(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError>;
+    /// Stores only when `key` is absent; returns whether this call stored it. Atomic
+    /// across instances (Redis `SET NX EX`).
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads and deletes in one atomic step (Redis `GETDEL`): of many concurrent callers,
+    /// exactly one receives the value.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes; returns whether the key existed.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Atomically adds `by` to an integer counter, creating it at 0 with `ttl_secs` when
+    /// absent (the TTL is not extended by later increments). Returns the new value.
+    async fn incr(&self, key: &str, by: i64, ttl_secs: u64) -> Result<i64, StoreError>;
+    /// Adds a member to a set, (re)setting the set's TTL.
+    async fn set_add(&self, key: &str, member: &str, ttl_secs: u64) -> Result<(), StoreError>;
+    /// All members of a set (empty when absent).
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens a backend from a URL: `memory://` or `redis://host:port[/db]`.
+pub async fn open(url: &str) -> Result<SessionStore, StoreError> {
+    if url.starts_with("memory://") || url == "memory" {
+        Ok(SessionStore::new(std::sync::Arc::new(
+            memory::MemoryBackend::new(),
+        )))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let backend = redis_backend::RedisBackend::connect(url).await?;
+        Ok(SessionStore::new(std::sync::Arc::new(backend)))
+    } else {
+        Err(StoreError::BadUrl(url.to_owned()))
+    }
+}

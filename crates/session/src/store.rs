@@ -1,0 +1,67 @@
+//! Typed JSON records over a [`KvBackend`].
+
+use crate::{KvBackend, StoreError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// The handle the broker holds. Cheap to clone; every clone shares one backend.
+#[derive(Clone, Debug)]
+pub struct SessionStore {
+    backend: Arc<dyn KvBackend>,
+}
+
+impl SessionStore {
+    pub fn new(backend: Arc<dyn KvBackend>) -> Self {
+        Self { backend }
+    }
+
+    /// The raw primitives, for counters and sets.
+    pub fn backend(&self) -> &dyn KvBackend {
+        self.backend.as_ref()
+    }
+
+    pub async fn put_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.backend.put(key, &bytes, ttl_secs.max(1)).await
+    }
+
+    pub async fn put_json_if_absent<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.backend
+            .put_if_absent(key, &bytes, ttl_secs.max(1))
+            .await
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        decode(self.backend.get(key).await?)
+    }
+
+    /// Atomic read-and-delete: the single-use primitive.
+    pub async fn take_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        decode(self.backend.take(key).await?)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.backend.delete(key).await
+    }
+}
+
+fn decode<T: DeserializeOwned>(raw: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+    match raw {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: every crate's unit and integration tests (against real
+# PostgreSQL and Redis on 127.0.0.1) and the interop suite (npm oidc-provider upstream,
+# npm openid-client downstream). Starts PostgreSQL and Redis if they are down.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+ensure_services() {
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+    echo "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+  fi
+  for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "warning: PostgreSQL or Redis did not come up; their tests will fail in CI" >&2
+}
+ensure_services
+
+echo "== cargo test (workspace)"
+cargo test --workspace --no-fail-fast
+
+echo "== interop (oidc-provider upstream, openid-client downstream)"
+HOMEROOM_BIN="$root/target/debug/homeroom" bash tests/interop/run.sh
