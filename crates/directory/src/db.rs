@@ -10,7 +10,7 @@
 use crate::error::{DirectoryError, redact_url, scrub};
 use sqlx::any::AnyPoolOptions;
 use sqlx::pool::PoolConnectionMetadata;
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Once;
@@ -173,6 +173,10 @@ impl Directory {
                 (pool, Backend::Sqlite)
             }
             Target::Postgres { url } => {
+                // One direct attempt first: a refused or misconfigured server fails at once
+                // instead of after the pool's acquire timeout of retries.
+                let probe = AnyConnection::connect(url).await.map_err(unavailable)?;
+                let _ = probe.close().await;
                 let pool = AnyPoolOptions::new()
                     .max_connections(POSTGRES_MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)

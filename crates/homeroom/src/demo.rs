@@ -359,11 +359,14 @@ async fn exchange(
     let kid = header.kid.context("ID token without kid")?;
     let jwk = jwks.find(&kid).context("ID token kid not in JWKS")?;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk)?;
+    anyhow::ensure!(
+        matches!(
+            header.alg,
+            jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::ES256
+        ),
+        "unexpected ID token algorithm"
+    );
     let mut v = jsonwebtoken::Validation::new(header.alg);
-    v.algorithms = vec![
-        jsonwebtoken::Algorithm::RS256,
-        jsonwebtoken::Algorithm::ES256,
-    ];
     v.set_audience(&[DEMO_APP]);
     v.set_issuer(&[app.issuer.as_str()]);
     let claims = jsonwebtoken::decode::<serde_json::Value>(&id_token, &key, &v)?.claims;

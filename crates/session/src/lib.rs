@@ -23,10 +23,13 @@ use async_trait::async_trait;
 /// A failure of the store itself (unreachable, corrupt value). Not a "not found".
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend cannot be reached (connection refused, timeout, I/O error).
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// A stored value has the wrong shape or kind (bad JSON, not a counter, not a set).
     #[error("stored value could not be decoded: {0}")]
     Corrupt(String),
+    /// The URL names no supported backend.
     #[error("unsupported session store URL {0:?} (use memory:// or redis://host:port)")]
     BadUrl(String),
 }
@@ -46,6 +49,7 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
         value: &[u8],
         ttl_secs: u64,
     ) -> Result<bool, StoreError>;
+    /// The value under `key`, if present and unexpired.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads and deletes in one atomic step (Redis `GETDEL`): of many concurrent callers,
     /// exactly one receives the value.

@@ -12,6 +12,7 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
+    /// Wraps a backend (see [`crate::open`] to build one from a URL).
     pub fn new(backend: Arc<dyn KvBackend>) -> Self {
         Self { backend }
     }
@@ -21,6 +22,7 @@ impl SessionStore {
         self.backend.as_ref()
     }
 
+    /// Stores `value` as JSON, replacing any value; a `ttl_secs` of 0 is raised to 1.
     pub async fn put_json<T: Serialize + Sync>(
         &self,
         key: &str,
@@ -31,6 +33,7 @@ impl SessionStore {
         self.backend.put(key, &bytes, ttl_secs.max(1)).await
     }
 
+    /// Stores `value` as JSON only when `key` is absent; returns whether this call stored it.
     pub async fn put_json_if_absent<T: Serialize + Sync>(
         &self,
         key: &str,
@@ -43,6 +46,7 @@ impl SessionStore {
             .await
     }
 
+    /// Reads a JSON value; [`StoreError::Corrupt`] when the stored bytes do not decode as `T`.
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         decode(self.backend.get(key).await?)
     }
@@ -52,6 +56,7 @@ impl SessionStore {
         decode(self.backend.take(key).await?)
     }
 
+    /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.backend.delete(key).await
     }
