@@ -184,8 +184,8 @@ class Browser {
     return res;
   }
 
-  traceText() {
-    return this.trace.map((t) => `  ${t.method} ${t.url} -> ${t.status}${t.location ? ` ${t.location}` : ''}`).join('\n');
+  traceText(from = 0) {
+    return this.trace.slice(from).map((t) => `  ${t.method} ${t.url} -> ${t.status}${t.location ? ` ${t.location}` : ''}`).join('\n');
   }
 }
 
@@ -231,7 +231,7 @@ async function navigate(browser, start, { stopAt, homeroom, op, provider = 'op',
     }
     return { page: { url: next.url, status: res.status, headers: res.headers, body }, seen };
   }
-  throw new Error(`more than 30 hops:\n${browser.traceText()}`);
+  throw new Error(`more than 30 hops:\n${browser.traceText(mark)}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,6 +519,17 @@ redirect_uris = ["${APP_CB}"]
     assertIdToken(tokens, claims, PUBLIC_ID, second.checks.expectedNonce);
     assert.equal(claims.sub, first.claims.sub, 'same person in both apps');
     if (first.claims.sid && claims.sid) assert.equal(claims.sid, first.claims.sid, 'same SSO session');
+  });
+
+  it('c2. prompt=login in a signed-in browser re-authenticates upstream (OP login form shown again)', async () => {
+    const browser = new Browser();
+    const first = await login(browser, rp, { scope: 'openid' });
+    assert.equal(first.a.seen.opLogin, 1);
+    const mark = browser.trace.length;
+    const again = await login(browser, rp, { scope: 'openid', prompt: 'login' });
+    assert.equal(again.claims.sub, first.claims.sub, 'same person');
+    assert.equal(again.a.seen.opLogin, 1, `prompt=login must make the upstream OP ask for the password again; hops:\n${browser.traceText(mark)}`);
+    assert.ok(again.claims.auth_time >= first.claims.auth_time, 'auth_time does not go back');
   });
 
   it('d1. unregistered redirect_uri: Homeroom error page, no redirect', async () => {
