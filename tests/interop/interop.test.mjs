@@ -295,7 +295,7 @@ describe('Homeroom interop (oidc-provider upstream, openid-client downstream)', 
   const nav = (browser, start, opts = {}) => navigate(browser, start, { stopAt: [APP_CB, APP_BYE], homeroom: hr, op, ...opts });
 
   // Builds an authorization URL with openid-client (PKCE S256, state, nonce) and drives the browser.
-  async function authorize(browser, config, { scope = 'openid email profile offline_access', prompt, user } = {}) {
+  async function authorize(browser, config, { scope = 'openid email profile offline_access', prompt, maxAge, user } = {}) {
     const pkceCodeVerifier = client.randomPKCECodeVerifier();
     const expectedState = client.randomState();
     const expectedNonce = client.randomNonce();
@@ -308,9 +308,12 @@ describe('Homeroom interop (oidc-provider upstream, openid-client downstream)', 
       nonce: expectedNonce,
     };
     if (prompt) params.prompt = prompt;
+    if (maxAge !== undefined) params.max_age = String(maxAge);
     const url = client.buildAuthorizationUrl(config, params);
     const result = await nav(browser, url.href, { user });
-    return { ...result, checks: { pkceCodeVerifier, expectedState, expectedNonce, idTokenExpected: true } };
+    const checks = { pkceCodeVerifier, expectedState, expectedNonce, idTokenExpected: true };
+    if (maxAge !== undefined) checks.maxAge = maxAge;
+    return { ...result, checks };
   }
 
   function callbackOf(a, browser) {
@@ -530,6 +533,21 @@ redirect_uris = ["${APP_CB}"]
     assert.equal(again.claims.sub, first.claims.sub, 'same person');
     assert.equal(again.a.seen.opLogin, 1, `prompt=login must make the upstream OP ask for the password again; hops:\n${browser.traceText(mark)}`);
     assert.ok(again.claims.auth_time >= first.claims.auth_time, 'auth_time does not go back');
+  });
+
+  it('c3. max_age=0 in a signed-in browser re-authenticates upstream (OP login form shown again)', async () => {
+    // OIDC Core 3.1.2.1: "max_age=0 is equivalent to prompt=login".
+    const browser = new Browser();
+    const first = await login(browser, rp, { scope: 'openid' });
+    assert.equal(first.a.seen.opLogin, 1);
+    const mark = browser.trace.length;
+    const a = await authorize(browser, rp, { scope: 'openid', maxAge: 0 });
+    const cb = callbackOf(a, browser);
+    assert.ok(cb.searchParams.get('code'), `no code: ${cb.href}`);
+    assert.ok(a.seen.homeroomLogin + a.seen.opRequests > 0, `max_age=0 was answered from the existing SSO session; hops:\n${browser.traceText(mark)}`);
+    assert.equal(a.seen.opLogin, 1, `max_age=0 must make the upstream OP ask for the password again; hops:\n${browser.traceText(mark)}`);
+    const tokens = await client.authorizationCodeGrant(rp, cb, a.checks);
+    assert.equal(typeof tokens.claims().auth_time, 'number', 'auth_time present when max_age was requested');
   });
 
   it('d1. unregistered redirect_uri: Homeroom error page, no redirect', async () => {

@@ -120,7 +120,7 @@ pub struct RefreshRecord {
 #[derive(Debug)]
 pub enum Rotation {
     Rotated {
-        family: Family,
+        family: Box<Family>,
         new_token: String,
     },
     /// Unknown, expired, revoked or from another client.
@@ -428,7 +428,10 @@ impl Flows<'_> {
             return Ok(Rotation::Reused);
         }
         let new_token = self.issue_refresh(&family).await?;
-        Ok(Rotation::Rotated { family, new_token })
+        Ok(Rotation::Rotated {
+            family: Box::new(family),
+            new_token,
+        })
     }
 
     /// Looks up the family of a refresh token without spending it (revocation).

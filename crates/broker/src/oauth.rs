@@ -695,7 +695,7 @@ async fn grant_refresh(
         .rotate_refresh(raw, &app.client_id, requested.as_deref())
         .await
     {
-        Ok(Rotation::Rotated { family, new_token }) => (family, new_token),
+        Ok(Rotation::Rotated { family, new_token }) => (*family, new_token),
         Ok(Rotation::Reused) => {
             audit::record(
                 state,
@@ -844,15 +844,14 @@ async fn introspect(State(state): State<AppState>, req: Request) -> Response {
         }));
     }
     // A refresh token: active while its family is.
-    if let Ok(Some(rec)) = flows(&state).refresh_family(token).await {
-        if rec.client_id == app.client_id {
-            if let Ok(Some(fam)) = flows(&state).get_family(&rec.family).await {
-                return json_no_store(serde_json::json!({
-                    "active": true, "scope": fam.scope.join(" "), "client_id": fam.client_id, "sub": fam.account,
-                    "exp": fam.expires_at, "iss": state.settings.issuer, "token_type": "refresh_token",
-                }));
-            }
-        }
+    if let Ok(Some(rec)) = flows(&state).refresh_family(token).await
+        && rec.client_id == app.client_id
+        && let Ok(Some(fam)) = flows(&state).get_family(&rec.family).await
+    {
+        return json_no_store(serde_json::json!({
+            "active": true, "scope": fam.scope.join(" "), "client_id": fam.client_id, "sub": fam.account,
+            "exp": fam.expires_at, "iss": state.settings.issuer, "token_type": "refresh_token",
+        }));
     }
     inactive()
 }
@@ -1038,16 +1037,16 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
         }
         return resp;
     }
-    if let CookieValue::One(raw) = cookies::read(&headers, cookies::SESSION, secure) {
-        if let Err(e) = flows(&state).end_session(&sha256_hex(&raw)).await {
-            return refuse(
-                &state,
-                &ref_id,
-                &Refusal::new(LoginError::Internal, e.to_string()),
-                &ctx,
-                Ev::default(),
-            );
-        }
+    if let CookieValue::One(raw) = cookies::read(&headers, cookies::SESSION, secure)
+        && let Err(e) = flows(&state).end_session(&sha256_hex(&raw)).await
+    {
+        return refuse(
+            &state,
+            &ref_id,
+            &Refusal::new(LoginError::Internal, e.to_string()),
+            &ctx,
+            Ev::default(),
+        );
     }
     audit::record(
         &state,

@@ -131,31 +131,31 @@ pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> 
         .idp_hint
         .as_deref()
         .and_then(|id| state.providers.get(&ProviderId::new(id)))
+        && p.tenant() == &req.tenant
+        && p.record.enabled
     {
-        if p.tenant() == &req.tenant && p.record.enabled {
-            return start_upstream(
-                state,
-                headers,
-                Some(&req),
-                &p,
-                upstream_prompt(&req.prompt, reauth),
-                req.login_hint.clone(),
-            )
-            .await;
-        }
+        return start_upstream(
+            state,
+            headers,
+            Some(&req),
+            &p,
+            upstream_prompt(&req.prompt, reauth),
+            req.login_hint.clone(),
+        )
+        .await;
     }
-    if let Some(hint) = req.login_hint.as_deref() {
-        if let Some(p) = provider_for_email(state, &req.tenant, hint).await {
-            return start_upstream(
-                state,
-                headers,
-                Some(&req),
-                &p,
-                upstream_prompt(&req.prompt, reauth),
-                Some(hint.to_owned()),
-            )
-            .await;
-        }
+    if let Some(hint) = req.login_hint.as_deref()
+        && let Some(p) = provider_for_email(state, &req.tenant, hint).await
+    {
+        return start_upstream(
+            state,
+            headers,
+            Some(&req),
+            &p,
+            upstream_prompt(&req.prompt, reauth),
+            Some(hint.to_owned()),
+        )
+        .await;
     }
     respond::redirect(StatusCode::FOUND, &format!("/login?req={}", req.id))
 }
@@ -899,10 +899,9 @@ async fn issue(
     let f = flows(state);
     if let CookieValue::One(old) =
         cookies::read(headers, cookies::SESSION, state.settings.secure_cookies)
+        && let Err(e) = f.end_session(&sha256_hex(&old)).await
     {
-        if let Err(e) = f.end_session(&sha256_hex(&old)).await {
-            return refuse(state, ref_id, &store_err(e), ctx, ev);
-        }
+        return refuse(state, ref_id, &store_err(e), ctx, ev);
     }
     let tenant = state
         .directory

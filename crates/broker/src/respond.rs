@@ -75,10 +75,10 @@ pub fn error_page(err: &LoginError, ref_id: &RefId, now: i64, ctx: &PageCtx) -> 
         h.insert(REF_HEADER, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(secs) = err.retry_after() {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            h.insert(header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = err.retry_after()
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        h.insert(header::RETRY_AFTER, v);
     }
     resp
 }

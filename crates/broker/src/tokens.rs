@@ -17,11 +17,11 @@ pub fn profile_claims(
     out: &mut serde_json::Map<String, Value>,
 ) {
     let has = |s: &str| scope.iter().any(|x| x == s);
-    if has("email") {
-        if let Some(e) = &account.email {
-            out.insert("email".into(), json!(e));
-            out.insert("email_verified".into(), json!(account.email_verified));
-        }
+    if has("email")
+        && let Some(e) = &account.email
+    {
+        out.insert("email".into(), json!(e));
+        out.insert("email_verified".into(), json!(account.email_verified));
     }
     if has("profile") {
         for (k, v) in [

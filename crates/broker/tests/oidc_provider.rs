@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Homeroom toward apps: the OIDC provider endpoints, end to end on a real listener
 //! (security.md §1, OP-xx rows).
 

@@ -227,10 +227,10 @@ pub fn provider_settings(p: &ProviderConfig) -> serde_json::Value {
     let mut m: serde_json::Map<String, serde_json::Value> =
         p.settings.clone().into_iter().collect();
     // `tenant` is Homeroom's tenant; the Entra directory is written `entra_tenant`.
-    if p.kind == "microsoft" {
-        if let Some(v) = m.remove("entra_tenant") {
-            m.insert("tenant".into(), v);
-        }
+    if p.kind == "microsoft"
+        && let Some(v) = m.remove("entra_tenant")
+    {
+        m.insert("tenant".into(), v);
     }
     if let Some(s) = p
         .client_secret_env
@@ -255,25 +255,23 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             Err(e) => out.push(problem("server.public_url", format!("not a URL: {e}"))),
         }
     }
-    if let Some(s) = &cfg.store.sessions {
-        if !(s.starts_with("memory://") || s.starts_with("redis://") || s.starts_with("rediss://"))
-        {
-            out.push(problem(
-                "store.sessions",
-                "use memory:// or redis://host:port",
-            ));
-        }
+    if let Some(s) = &cfg.store.sessions
+        && !(s.starts_with("memory://") || s.starts_with("redis://") || s.starts_with("rediss://"))
+    {
+        out.push(problem(
+            "store.sessions",
+            "use memory:// or redis://host:port",
+        ));
     }
-    if let Some(d) = &cfg.store.directory {
-        if !(d.starts_with("sqlite:")
+    if let Some(d) = &cfg.store.directory
+        && !(d.starts_with("sqlite:")
             || d.starts_with("postgres://")
             || d.starts_with("postgresql://"))
-        {
-            out.push(problem(
-                "store.directory",
-                "use sqlite://PATH or postgres://...",
-            ));
-        }
+    {
+        out.push(problem(
+            "store.directory",
+            "use sqlite://PATH or postgres://...",
+        ));
     }
     let mut all_domains: BTreeMap<String, String> = BTreeMap::new();
     for (id, t) in &cfg.tenants {
@@ -319,13 +317,13 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         if id.contains('/') || id.is_empty() {
             out.push(problem(base.clone(), "provider ids must not contain '/'"));
         }
-        if let Some(v) = &p.client_secret_env {
-            if std::env::var(v).is_err() {
-                out.push(problem(
-                    format!("{base}.client_secret_env"),
-                    format!("environment variable {v} is not set"),
-                ));
-            }
+        if let Some(v) = &p.client_secret_env
+            && std::env::var(v).is_err()
+        {
+            out.push(problem(
+                format!("{base}.client_secret_env"),
+                format!("environment variable {v} is not set"),
+            ));
         }
         for pr in homeroom_providers::validate(&p.kind, &provider_settings(p)) {
             let path = if pr.path.is_empty() {
@@ -401,10 +399,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             ("initiate_login_uri", &a.initiate_login_uri),
             ("start_url", &a.start_url),
         ] {
-            if let Some(u) = v {
-                if let Some(reason) = check_redirect_uri(u, false) {
-                    out.push(problem(format!("{base}.{field}"), reason));
-                }
+            if let Some(u) = v
+                && let Some(reason) = check_redirect_uri(u, false)
+            {
+                out.push(problem(format!("{base}.{field}"), reason));
             }
         }
         if let Some(scopes) = &a.scopes {
@@ -420,13 +418,13 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 out.push(problem(format!("{base}.scopes"), "must include openid"));
             }
         }
-        if let Some(alg) = &a.id_token_alg {
-            if !matches!(alg.as_str(), "RS256" | "ES256") {
-                out.push(problem(
-                    format!("{base}.id_token_alg"),
-                    "must be RS256 or ES256",
-                ));
-            }
+        if let Some(alg) = &a.id_token_alg
+            && !matches!(alg.as_str(), "RS256" | "ES256")
+        {
+            out.push(problem(
+                format!("{base}.id_token_alg"),
+                "must be RS256 or ES256",
+            ));
         }
     }
     out

@@ -163,8 +163,12 @@ struct DemoApp {
     /// state -> (nonce, PKCE verifier)
     pending: Arc<Mutex<HashMap<String, (String, String)>>>,
     /// demo session id -> (ID-token claims, raw ID token, userinfo)
-    sessions: Arc<Mutex<HashMap<String, (serde_json::Value, String, serde_json::Value)>>>,
+    sessions: Arc<Mutex<HashMap<String, SignedIn>>>,
 }
+
+/// What the demo app keeps per signed-in browser: ID-token claims, the raw ID token (for
+/// logout), and the UserInfo answer.
+type SignedIn = (serde_json::Value, String, serde_json::Value);
 
 const APP_COOKIE: &str = "demo_app_sid";
 

@@ -104,10 +104,10 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
         anyhow::bail!("configuration has problems:\n  {}", list.join("\n  "));
     }
     let dir_url = directory_url(&opts.config);
-    if let Some(path) = dir_url.strip_prefix("sqlite://") {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            std::fs::create_dir_all(parent).ok();
-        }
+    if let Some(path) = dir_url.strip_prefix("sqlite://")
+        && let Some(parent) = std::path::Path::new(path).parent()
+    {
+        std::fs::create_dir_all(parent).ok();
     }
     let directory = Directory::connect(&dir_url)
         .await

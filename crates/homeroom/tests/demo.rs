@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `homeroom demo` end to end on a real listener: the newcomer's two clicks, the stable
 //! demo clients, and the CLI's config checks and troubleshooter.
 
