@@ -38,16 +38,16 @@ const HTTP_TIMEOUT_MS = 10_000;
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+// Holds all listeners open until every port is known, so two calls never get the same port.
+async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
     const srv = net.createServer();
-    srv.unref();
     srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  })));
+  const ports = servers.map((srv) => srv.address().port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
 }
 
 const children = [];
@@ -263,11 +263,32 @@ function pageRefId(body) {
   return /data-testid="ref-id"[^>]*>([^<]*)</.exec(body)?.[1]?.trim();
 }
 
-async function expectOAuthError(promise, code) {
-  await assert.rejects(promise, (err) => {
-    assert.equal(err.error, code, `expected OAuth error ${code}, got ${err.error ?? err.code}: ${err.message}`);
-    return true;
-  });
+// openid-client raises ResponseBodyError (err.error) for JSON errors, or
+// WWWAuthenticateChallengeError (challenges in err.cause) when a 401 carries WWW-Authenticate;
+// the JSON body then still says which error it was.
+async function oauthErrorOf(err) {
+  if (err.error) return { error: err.error, status: err.status };
+  if (err.code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE') {
+    const fromChallenge = err.cause?.find((c) => c.parameters?.error)?.parameters.error;
+    let fromBody;
+    try { fromBody = (await err.response.clone().json()).error; } catch { /* not JSON */ }
+    return { error: fromBody ?? fromChallenge, status: err.status ?? err.response?.status, challenge: err.cause };
+  }
+  return { error: undefined, status: undefined };
+}
+
+async function expectOAuthError(promise, code, status) {
+  let caught;
+  try {
+    await promise;
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught, `expected OAuth error ${code}, but the request succeeded`);
+  const got = await oauthErrorOf(caught);
+  assert.equal(got.error, code, `expected OAuth error ${code}, got ${got.error ?? caught.code}: ${caught.message}`);
+  if (status) assert.equal(got.status, status);
+  return got;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,9 +375,18 @@ describe('Homeroom interop (oidc-provider upstream, openid-client downstream)', 
   }
 
   before(async () => {
+    try {
+      await start();
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
+  });
+
+  async function start() {
     if (!existsSync(HOMEROOM_BIN)) throw new Error(`Homeroom binary not found at ${HOMEROOM_BIN} (build it with cargo build -p homeroom or set HOMEROOM_BIN)`);
     tmp = mkdtempSync(path.join(os.tmpdir(), 'homeroom-interop-'));
-    const [opPort, hrPort] = [await freePort(), await freePort()];
+    const [opPort, hrPort] = await freePorts(2);
     op = `http://127.0.0.1:${opPort}`;
     hr = `http://127.0.0.1:${hrPort}`;
 
@@ -420,7 +450,7 @@ redirect_uris = ["${APP_CB}"]
     assert.equal(jwksRes.status, 200);
     hrJwks = await jwksRes.json();
     assert.ok(hrJwks.keys.length > 0, 'Homeroom publishes signing keys');
-  });
+  }
 
   after(async () => {
     await Promise.all(children.map(stopChild));
@@ -601,6 +631,12 @@ redirect_uris = ["${APP_CB}"]
     assert.equal((await client.tokenIntrospection(rp, tokens.access_token)).active, true);
     await expectOAuthError(client.authorizationCodeGrant(rp, cb, a.checks), 'invalid_grant');
     assert.equal((await client.tokenIntrospection(rp, tokens.access_token)).active, false, 'access token from the replayed code revoked');
+  });
+
+  it('d5. wrong client secret at the token endpoint: invalid_client', async () => {
+    const wrong = await client.discovery(new URL(hr), RP_ID, undefined, client.ClientSecretBasic('not-the-secret'), { execute: [client.allowInsecureRequests], timeout: HTTP_TIMEOUT_MS / 1000 });
+    const got = await expectOAuthError(client.refreshTokenGrant(wrong, 'some-refresh-token'), 'invalid_client', 401);
+    assert.ok(got.challenge?.some((c) => c.scheme === 'basic'), 'RFC 6749 5.2: 401 with a Basic challenge');
   });
 
   it('e. RP-initiated logout with id_token_hint -> post_logout_redirect_uri, then prompt=none is login_required', async () => {

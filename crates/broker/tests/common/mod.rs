@@ -20,6 +20,9 @@ pub const PUBLIC: &str = "pub";
 pub const ES_APP: &str = "app-es";
 pub const STUDENT: &str = "maya.chen@demo.homeroom.test";
 pub const STUDENT2: &str = "leo.okafor@demo.homeroom.test";
+/// A sandbox user outside the district: no `hd`, another Entra tenant.
+pub const PERSONAL: &str = "kid.personal@gmail.com";
+pub const OTHER_TID: &str = "7e57e57e-0000-4000-8000-0000000000aa";
 
 pub struct Harness {
     pub base: String,
@@ -76,21 +79,90 @@ pub fn app_record(id: &str, secret: Option<&str>, alg: &str) -> AppRecord {
     }
 }
 
+/// Which stores and which upstream flavour a harness uses.
+#[derive(Clone)]
+pub struct Opts {
+    pub directory: String,
+    pub sessions: String,
+    pub flavour: Flavour,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            directory: "sqlite::memory:".into(),
+            sessions: "memory://".into(),
+            flavour: Flavour::Generic,
+        }
+    }
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A fresh PostgreSQL schema for one test (None, after saying why, when PostgreSQL is not
+/// reachable outside CI; in CI that is a failure).
+pub async fn pg_schema_url() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("HOMEROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) if in_ci() => panic!("postgres not reachable in CI: {e}"),
+        Err(e) => {
+            eprintln!("skipped: postgres not reachable ({e})");
+            return None;
+        }
+    };
+    let name = format!("b_{}", ulid::Ulid::new().to_string().to_lowercase());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    Some(format!("{base}?options=-c%20search_path%3D{name}"))
+}
+
+/// The Redis URL for tests (None outside CI when Redis is not reachable).
+pub async fn redis_url() -> Option<String> {
+    let url = std::env::var("HOMEROOM_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    match homeroom_session::open(&url).await {
+        Ok(_) => Some(url),
+        Err(e) if in_ci() => panic!("redis not reachable in CI: {e}"),
+        Err(e) => {
+            eprintln!("skipped: redis not reachable ({e})");
+            None
+        }
+    }
+}
+
 pub async fn harness() -> Harness {
+    harness_with(Opts::default()).await
+}
+
+pub async fn harness_with(opts: Opts) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut users = homeroom_sandbox::demo_district_users();
+    let mut personal =
+        homeroom_sandbox::SandboxUser::new("personal-1", "Kid", "Personal", PERSONAL, "student");
+    personal.tid = Some(OTHER_TID.into());
+    personal.oid = Some("9d0c0c0c-0000-4000-8000-000000000001".into());
+    users.push(personal);
     let cfg = OidcIdpConfig::new(
-        Flavour::Generic,
+        opts.flavour.clone(),
         vec![SandboxClient {
             client_id: "homeroom".into(),
             client_secret: "upstream-secret".into(),
             redirect_uris: vec![format!("{base}/callback/idp")],
         }],
-        homeroom_sandbox::demo_district_users(),
+        users,
         sandbox_keys(),
     );
     let (idp, _addr, idp_guard) = OidcIdp::bind_and_serve(cfg).await.unwrap();
-    let dir = Directory::connect("sqlite::memory:").await.unwrap();
+    let dir = Directory::connect(&opts.directory).await.unwrap();
     dir.upsert_tenant(&Tenant {
         id: TenantId::new("t1"),
         name: "Demo District".into(),
@@ -111,16 +183,34 @@ pub async fn harness() -> Harness {
     })
     .await
     .unwrap();
+    let (kind, config) = match &opts.flavour {
+        Flavour::Generic => (
+            "oidc",
+            serde_json::json!({
+                "issuer": idp.issuer(), "client_id": "homeroom", "client_secret": "upstream-secret",
+                "trust_email": true, "timeout_secs": 2
+            }),
+        ),
+        Flavour::Google => (
+            "google",
+            serde_json::json!({
+                "issuer": idp.issuer(), "client_id": "homeroom", "client_secret": "upstream-secret", "timeout_secs": 2
+            }),
+        ),
+        Flavour::Microsoft { tenant_id } => (
+            "microsoft",
+            serde_json::json!({
+                "authority": idp.issuer(), "tenant": tenant_id, "client_id": "homeroom", "client_secret": "upstream-secret", "timeout_secs": 2
+            }),
+        ),
+    };
     dir.upsert_provider(&ProviderRecord {
         id: ProviderId::new("idp"),
         tenant: TenantId::new("t1"),
-        kind: "oidc".into(),
+        kind: kind.into(),
         display_name: "Demo District".into(),
         enabled: true,
-        config: serde_json::json!({
-            "issuer": idp.issuer(), "client_id": "homeroom", "client_secret": "upstream-secret",
-            "trust_email": true, "timeout_secs": 2
-        }),
+        config,
     })
     .await
     .unwrap();
@@ -149,7 +239,7 @@ pub async fn harness() -> Harness {
         .unwrap();
     assert!(failures.is_empty(), "{failures:?}");
     let keys = KeySet::load_or_generate(&dir, 0).await.unwrap();
-    let sessions = homeroom_session::open("memory://").await.unwrap();
+    let sessions = homeroom_session::open(&opts.sessions).await.unwrap();
     let audit = AuditWriter::spawn(dir.clone());
     let state = AppState::new(
         Settings::new(&base),
@@ -260,12 +350,24 @@ pub async fn login(b: &reqwest::Client, h: &Harness, client: &str, user: &str) -
     )
     .await;
     let loc = location(&r);
-    assert!(
-        loc.starts_with(CB),
-        "expected a redirect to the app, got {} {}",
-        r.status(),
-        loc
-    );
+    if !loc.starts_with(CB) {
+        let status = r.status();
+        let (_, code, reference) = page_code(r).await;
+        h.state.audit.flush().await;
+        let trace = h
+            .state
+            .directory
+            .audit_for_ref(&homeroom_core::RefId::new(reference))
+            .await
+            .unwrap_or_default();
+        panic!(
+            "expected a redirect to the app, got {status} {code}: {:?}",
+            trace
+                .iter()
+                .map(|e| e.detail.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
     assert_eq!(query_param(&loc, "state").as_deref(), Some("st-123"));
     assert_eq!(query_param(&loc, "iss").as_deref(), Some(h.base.as_str()));
     (query_param(&loc, "code").expect("code"), v)
