@@ -54,7 +54,11 @@ const children = [];
 
 function startChild(name, cmd, args, env, logFile) {
   const log = createWriteStream(logFile);
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // NODE_TEST_CONTEXT marks node --test's own children; the peers must not inherit it.
+  const childEnv = { ...process.env, ...env };
+  delete childEnv.NODE_TEST_CONTEXT;
+  for (const [k, v] of Object.entries(childEnv)) if (v === undefined) delete childEnv[k];
+  const child = spawn(cmd, args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const rec = { name, child, logFile, exited: null, exitPromise: null };
   rec.exitPromise = new Promise((resolve) => {
     child.on('exit', (code, signal) => { rec.exited = { code, signal }; resolve(rec.exited); });
@@ -97,7 +101,9 @@ async function waitUntilUp(rec, url) {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${rec.name} did not answer ${url} within ${START_TIMEOUT_MS} ms (last: ${last}); log: ${rec.logFile}\n${await tail(rec.logFile)}`);
+  const alive = !rec.exited;
+  await new Promise((r) => setTimeout(r, 300)); // let the log stream catch up
+  throw new Error(`${rec.name} (pid ${rec.child.pid}, ${alive ? 'still running' : `exited ${JSON.stringify(rec.exited)}`}) did not answer ${url} within ${START_TIMEOUT_MS} ms (last: ${last}); log: ${rec.logFile}\n${await tail(rec.logFile)}`);
 }
 
 async function tail(file, lines = 60) {

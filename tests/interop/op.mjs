@@ -56,6 +56,7 @@ function signingKeys() {
   return { keys: [{ ...rsa, kid: 'op-rs256', use: 'sig', alg: 'RS256' }, { ...ec, kid: 'op-es256', use: 'sig', alg: 'ES256' }] };
 }
 
+console.log(`op: starting ${ISSUER} (pid ${process.pid})`);
 const provider = new Provider(ISSUER, {
   clients: [
     {

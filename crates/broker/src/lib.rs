@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod cookies;
 pub mod flows;
+pub mod guards;
 pub mod keys;
 pub mod middleware;
 pub mod oauth;
@@ -44,6 +45,15 @@ pub struct Settings {
     pub id_token_ttl: i64,
     /// Refresh-token (family) lifetime, seconds.
     pub refresh_ttl: i64,
+    /// A browser sent to sign in for the same app (or provider) more than this many times
+    /// within `loop_window_secs` is stopped with an explanation (default 5 in 60 s).
+    pub loop_max: u64,
+    pub loop_window_secs: u64,
+    /// Upstream timeouts/failures within `circuit_open_secs` that open a provider's circuit.
+    pub circuit_threshold: u64,
+    pub circuit_open_secs: u64,
+    /// Trust the first `X-Forwarded-For` address (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 impl Settings {
@@ -57,6 +67,11 @@ impl Settings {
             access_token_ttl: 900,
             id_token_ttl: 3600,
             refresh_ttl: 30 * 24 * 3600,
+            loop_max: 5,
+            loop_window_secs: 60,
+            circuit_threshold: 5,
+            circuit_open_secs: 30,
+            trust_forwarded_for: false,
         }
     }
 
@@ -112,6 +127,23 @@ impl AppState {
     pub fn now(&self) -> i64 {
         self.clock.now()
     }
+
+    /// Reloads signing keys from the directory (rotation done elsewhere: the CLI or another
+    /// instance). Keeps the current set when the directory is unreachable or the stored keys
+    /// are unusable.
+    pub async fn reload_keys(&self) -> Result<(), keys::KeyError> {
+        let records = self
+            .directory
+            .list_signing_keys()
+            .await
+            .map_err(|e| keys::KeyError::Directory(e.to_string()))?;
+        let set = Arc::new(keys::KeySet::from_records(&records)?);
+        match self.keys.write() {
+            Ok(mut g) => *g = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+        Ok(())
+    }
 }
 
 /// The whole application router.
@@ -121,5 +153,9 @@ pub fn app(state: AppState) -> Router {
         .merge(pipeline::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::client_ip,
+        ))
         .with_state(state)
 }

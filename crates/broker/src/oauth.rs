@@ -152,6 +152,11 @@ fn loopback_any_port(registered: &str, candidate: &str) -> bool {
 }
 
 async fn authorize(State(state): State<AppState>, req: Request) -> Response {
+    let ip = req
+        .extensions()
+        .get::<crate::middleware::ClientIp>()
+        .map(|c| c.0)
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let (_, headers, _, params) = request_params(req).await;
     let ref_id = RefId::generate();
     let ctx = PageCtx::from_headers(&headers);
@@ -213,6 +218,22 @@ async fn authorize(State(state): State<AppState>, req: Request) -> Response {
             ),
         );
         return refuse(&state, &ref_id, &r, &ctx, ev);
+    }
+    // The same browser sent here again and again for this app: break the loop, explain.
+    let (browser, new_browser_cookie) = crate::guards::browser_key(&state, &headers, ip);
+    match crate::guards::app_hop(&state, &browser, app.client_id.as_str(), &app.name).await {
+        Ok(Some(err)) => {
+            let r = Refusal::new(err, "redirect loop detected at the authorization endpoint");
+            audit::record(
+                &state,
+                Some(&ref_id),
+                "loop.broken",
+                ev.clone().detail(serde_json::json!({"where": "app"})),
+            );
+            return refuse(&state, &ref_id, &r, &ctx, ev);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "loop counter unavailable; not counted"),
     }
     let app_state = get("state").map(str::to_owned);
     let fail = |error: &str, description: &str| {
@@ -356,7 +377,11 @@ async fn authorize(State(state): State<AppState>, req: Request) -> Response {
         expires_at: now + state.settings.flow_ttl,
     };
     audit::record(&state, Some(&ref_id), "login.start", ev.detail(serde_json::json!({"scope": auth.scope, "prompt": auth.prompt, "max_age": auth.max_age})));
-    pipeline::resume(&state, &headers, auth).await
+    let mut resp = pipeline::resume(&state, &headers, auth, &browser).await;
+    if let Some(c) = new_browser_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
 }
 
 /// Authenticates the client at the token, introspection and revocation endpoints:

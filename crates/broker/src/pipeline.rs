@@ -19,6 +19,8 @@ use crate::AppState;
 use crate::audit::{self, Ev};
 use crate::cookies::{self, CookieValue};
 use crate::flows::{AuthCode, AuthRequest, SsoSession, UpstreamHop, flows};
+use crate::guards;
+use crate::middleware::ClientIp;
 use crate::pages::{LoginPage, ProviderButton, html};
 use crate::registry::Registered;
 use crate::respond::{self, PageCtx};
@@ -81,7 +83,12 @@ fn dir_err(e: homeroom_directory::DirectoryError) -> Refusal {
 
 /// Step 1 continued: an authorization request was validated. Use the SSO session when it
 /// satisfies the request, otherwise go to the login page (or straight upstream on a hint).
-pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> Response {
+pub async fn resume(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: AuthRequest,
+    browser: &str,
+) -> Response {
     let ctx = PageCtx::from_headers(headers).app(req.client_id.as_str());
     let ev = Ev {
         tenant: Some(req.tenant.clone()),
@@ -97,7 +104,11 @@ pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> 
         Err(r) => return refuse(state, &req.ref_id, &r, &ctx, ev),
     };
     let usable = session.filter(|(_, s)| {
-        s.tenant == req.tenant && req.max_age.is_none_or(|m| state.now() - s.auth_time <= m)
+        // max_age=0 is prompt=login (OIDC Core §3.1.2.1): never fresh enough.
+        s.tenant == req.tenant
+            && req
+                .max_age
+                .is_none_or(|m| m > 0 && state.now() - s.auth_time <= m)
     });
     if let Some((hash, s)) = usable.as_ref().filter(|_| !wants_login) {
         audit::record(
@@ -125,7 +136,6 @@ pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> 
     if let Err(e) = flows(state).put_auth_request(&req).await {
         return refuse(state, &req.ref_id, &store_err(e), &ctx, ev);
     }
-    let reauth = wants_login || usable.is_none() && req.max_age.is_some();
     // Hints skip the page: an explicit provider, or an email whose domain names one.
     if let Some(p) = req
         .idp_hint
@@ -137,9 +147,10 @@ pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> 
         return start_upstream(
             state,
             headers,
+            browser,
             Some(&req),
             &p,
-            upstream_prompt(&req.prompt, reauth),
+            upstream_prompt(&req),
             req.login_hint.clone(),
         )
         .await;
@@ -150,9 +161,10 @@ pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> 
         return start_upstream(
             state,
             headers,
+            browser,
             Some(&req),
             &p,
-            upstream_prompt(&req.prompt, reauth),
+            upstream_prompt(&req),
             Some(hint.to_owned()),
         )
         .await;
@@ -160,10 +172,14 @@ pub async fn resume(state: &AppState, headers: &HeaderMap, req: AuthRequest) -> 
     respond::redirect(StatusCode::FOUND, &format!("/login?req={}", req.id))
 }
 
-fn upstream_prompt(prompt: &[String], reauth: bool) -> Option<String> {
-    if prompt.iter().any(|p| p == "select_account") {
+/// What to ask the upstream for, from the app's request: `select_account` as asked;
+/// `login` when the app asked for a fresh sign-in (`prompt=login`, or any `max_age`:
+/// the upstream's own session may be older than the app allows, and Homeroom's
+/// `auth_time` must not claim a sign-in that did not happen).
+fn upstream_prompt(req: &AuthRequest) -> Option<String> {
+    if req.prompt.iter().any(|p| p == "select_account") {
         Some("select_account".into())
-    } else if reauth {
+    } else if req.prompt.iter().any(|p| p == "login") || req.max_age.is_some() {
         Some("login".into())
     } else {
         None
@@ -327,10 +343,12 @@ async fn load_req(
 /// Step 2 → 3: the student picked a provider.
 async fn login_start(
     State(state): State<AppState>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
     headers: HeaderMap,
     Query(q): Query<ReqQuery>,
 ) -> Response {
     let ctx = PageCtx::from_headers(&headers);
+    let (browser, _) = guards::browser_key(&state, &headers, ip);
     let req = match load_req(&state, q.req.as_deref()).await {
         Ok(r) => r,
         Err((ref_id, r)) => return refuse(&state, &ref_id, &r, &ctx, Ev::default()),
@@ -378,18 +396,21 @@ async fn login_start(
     }
     let prompt = q
         .prompt
-        .filter(|p| matches!(p.as_str(), "select_account" | "login"));
+        .filter(|p| matches!(p.as_str(), "select_account" | "login"))
+        .or_else(|| req.as_ref().and_then(upstream_prompt));
     let hint = req.as_ref().and_then(|r| r.login_hint.clone());
-    start_upstream(&state, &headers, req.as_ref(), &p, prompt, hint).await
+    start_upstream(&state, &headers, &browser, req.as_ref(), &p, prompt, hint).await
 }
 
 /// Home-realm discovery by email domain.
 async fn login_discover(
     State(state): State<AppState>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
     headers: HeaderMap,
     Query(q): Query<ReqQuery>,
 ) -> Response {
     let ctx = PageCtx::from_headers(&headers);
+    let (browser, _) = guards::browser_key(&state, &headers, ip);
     let req = match load_req(&state, q.req.as_deref()).await {
         Ok(r) => r,
         Err((ref_id, r)) => return refuse(&state, &ref_id, &r, &ctx, Ev::default()),
@@ -445,13 +466,23 @@ async fn login_discover(
         )
         .await;
     };
-    start_upstream(&state, &headers, req.as_ref(), &p, None, Some(email)).await
+    start_upstream(
+        &state,
+        &headers,
+        &browser,
+        req.as_ref(),
+        &p,
+        req.as_ref().and_then(upstream_prompt),
+        Some(email),
+    )
+    .await
 }
 
 /// Step 3: mint the protocol state, bind it to this browser, redirect upstream.
 pub async fn start_upstream(
     state: &AppState,
     headers: &HeaderMap,
+    browser: &str,
     req: Option<&AuthRequest>,
     p: &Registered,
     prompt: Option<String>,
@@ -476,6 +507,36 @@ pub async fn start_upstream(
         );
         return refuse(state, &ref_id, &r, &ctx, ev);
     };
+    if let Some(err) =
+        guards::circuit_open(state, p.record.id.as_str(), &p.record.display_name).await
+    {
+        return refuse(
+            state,
+            &ref_id,
+            &Refusal::new(err, "circuit open after repeated upstream failures"),
+            &ctx,
+            ev,
+        );
+    }
+    match guards::upstream_hop(state, browser, p.record.id.as_str(), &p.record.display_name).await {
+        Ok(Some(err)) => {
+            audit::record(
+                state,
+                Some(&ref_id),
+                "loop.broken",
+                ev.clone().detail(serde_json::json!({"where": "upstream"})),
+            );
+            return refuse(
+                state,
+                &ref_id,
+                &Refusal::new(err, "redirect loop with the upstream provider"),
+                &ctx,
+                ev,
+            );
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "loop counter unavailable; not counted"),
+    }
     let minted = (|| -> Result<(String, String, String, String), crypto::RandomError> {
         Ok((
             crypto::random_token(32)?,
@@ -522,7 +583,12 @@ pub async fn start_upstream(
     };
     let url = match redirect.begin(&begin).await {
         Ok(u) => u,
-        Err(e) => return refuse(state, &ref_id, &Refusal::new(e.error, e.detail), &ctx, ev),
+        Err(e) => {
+            if guards::is_upstream_fault(&e.error) {
+                guards::upstream_failed(state, p.record.id.as_str()).await;
+            }
+            return refuse(state, &ref_id, &Refusal::new(e.error, e.detail), &ctx, ev);
+        }
     };
     if let Err(e) = flows(state).put_hop(&state_param, &hop).await {
         return refuse(state, &ref_id, &store_err(e), &ctx, ev);
@@ -687,6 +753,9 @@ async fn callback(
     let identity = match redirect.finish(&cb, &flow).await {
         Ok(i) => i,
         Err(e) => {
+            if guards::is_upstream_fault(&e.error) {
+                guards::upstream_failed(&state, reg.record.id.as_str()).await;
+            }
             if e.error.offers_other_account() {
                 let href = match &req {
                     Some(r) => format!(

@@ -441,3 +441,44 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .unwrap()
 }
+
+#[tokio::test]
+async fn prompt_login_and_max_age_reach_the_upstream_and_max_age_zero_is_never_fresh() {
+    let h = harness().await;
+    let b = browser();
+    login(&b, &h, APP, STUDENT).await;
+    // max_age=0 right after a sign-in: not answered from the session.
+    let (_, c) = pkce();
+    let r = b
+        .get(authorize_url(&h, APP, Some(&c), &[("max_age", "0")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).starts_with("/login?req="), "{}", location(&r));
+    // prompt=login through the login page: the provider is asked to re-authenticate.
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        let r = b
+            .get(authorize_url(&h, APP, Some(&c), &[extra]))
+            .send()
+            .await
+            .unwrap();
+        let req = query_param(&format!("{}{}", h.base, location(&r)), "req").unwrap();
+        let r = b
+            .get(format!("{}/login/start?req={req}&provider=idp", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            query_param(&location(&r), "prompt").as_deref(),
+            Some("login"),
+            "{extra:?}"
+        );
+    }
+    // A plain request still reuses the session silently.
+    let r = b
+        .get(authorize_url(&h, APP, Some(&c), &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(query_param(&location(&r), "code").is_some());
+}

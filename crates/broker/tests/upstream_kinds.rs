@@ -127,6 +127,7 @@ async fn the_whole_flow_runs_on_postgresql_and_redis() {
         directory,
         sessions,
         flavour: Flavour::Generic,
+        tune: None,
     })
     .await;
     let b = browser();

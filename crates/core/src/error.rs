@@ -124,6 +124,20 @@ pub enum LoginError {
     CookieAmbiguous,
 
     // ---- limits and faults ----
+    #[error("redirect loop with an app")]
+    RedirectLoop {
+        app: String,
+        count: u64,
+        window_secs: u64,
+    },
+    #[error("redirect loop with a provider")]
+    UpstreamLoop {
+        provider: String,
+        count: u64,
+        window_secs: u64,
+    },
+    #[error("provider circuit open")]
+    CircuitOpen { provider: String, retry_after: u64 },
     #[error("too many attempts")]
     TooManyAttempts { retry_after: u64 },
     #[error("internal error")]
@@ -184,6 +198,9 @@ impl LoginError {
             Csrf => "session.csrf",
             SessionExpired => "session.expired",
             CookieAmbiguous => "session.cookie_ambiguous",
+            RedirectLoop { .. } => "loop.app",
+            UpstreamLoop { .. } => "loop.upstream",
+            CircuitOpen { .. } => "upstream.circuit_open",
             TooManyAttempts { .. } => "limit.too_many_attempts",
             Internal => "internal.error",
         }
@@ -229,6 +246,8 @@ impl LoginError {
             Csrf => "This form expired",
             SessionExpired => "You were signed out",
             CookieAmbiguous => "Please sign in again",
+            RedirectLoop { .. } | UpstreamLoop { .. } => "We stopped a sign-in loop",
+            CircuitOpen { .. } => "Your school's sign-in service is not answering",
             TooManyAttempts { .. } => "Too many tries",
             Internal => "Something went wrong on our side",
         }
@@ -272,6 +291,9 @@ impl LoginError {
             Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
             SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
             CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
+            RedirectLoop { app, .. } => format!("{app} kept sending you back to sign in, over and over, so we stopped it. Close the app's tab, open it again from your school's portal, and if it happens again tell IT and show them this page."),
+            UpstreamLoop { provider, .. } => format!("You were sent back and forth to {provider} many times, so we stopped it. Make sure cookies are allowed and your device's clock is right, then try once more. If it happens again, tell IT."),
+            CircuitOpen { provider, retry_after } => format!("{provider} is not answering right now, so we paused sign-ins with it for {retry_after} seconds. Try again in a minute."),
             TooManyAttempts { retry_after } => format!("There were too many tries. Wait {retry_after} seconds, then try again."),
             Internal => "Something went wrong on our side. Try again in a minute; if it keeps happening, tell IT and show them this page.".into(),
         }
@@ -320,6 +342,9 @@ impl LoginError {
             Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
             SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
             CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
+            RedirectLoop { app, count, window_secs } => format!("The same browser was sent to sign in for {app} {count} times within {window_secs} s and each time came back. Likely causes: the app rejects Homeroom's sign-in (check its client id, redirect URI and clock), the app loses its own session cookie (third-party cookie blocking, iframe, wrong cookie domain), clock skew making tokens look expired, or the wrong account signed in upstream. The trace of earlier attempts shows each code that was issued."),
+            UpstreamLoop { provider, count, window_secs } => format!("The browser bounced between Homeroom and {provider} {count} times within {window_secs} s without finishing. Likely causes: cookies blocked for Homeroom (flow cookie lost), a wrong redirect URI registered at {provider}, or clock skew."),
+            CircuitOpen { provider, retry_after } => format!("Recent calls to {provider} timed out or failed repeatedly, so Homeroom stops sending students there for {retry_after} s (circuit breaker). Check the provider's status and this server's outbound network; Test connection on the provider's page."),
             TooManyAttempts { retry_after } => format!("A rate limit was hit; it lifts in {retry_after} s. Check the rate-limit page for the key involved."),
             Internal => "An internal error happened; the server log has the cause under this reference id.".into(),
         }
@@ -356,6 +381,8 @@ impl LoginError {
             | AppNotAssigned { .. } => 403,
             Csrf => 403,
             SessionExpired | CookieAmbiguous => 401,
+            RedirectLoop { .. } | UpstreamLoop { .. } => 508,
+            CircuitOpen { .. } => 503,
             TooManyAttempts { .. } => 429,
             Internal => 500,
         }
@@ -366,9 +393,10 @@ impl LoginError {
         use LoginError::*;
         match self {
             InvalidAuthRequest { .. } => OAuthErrorCode::InvalidRequest,
-            UpstreamTimeout { .. } | UpstreamUnavailable { .. } | TooManyAttempts { .. } => {
-                OAuthErrorCode::TemporarilyUnavailable
-            }
+            UpstreamTimeout { .. }
+            | UpstreamUnavailable { .. }
+            | TooManyAttempts { .. }
+            | CircuitOpen { .. } => OAuthErrorCode::TemporarilyUnavailable,
             Internal => OAuthErrorCode::ServerError,
             SessionExpired => OAuthErrorCode::LoginRequired,
             _ => OAuthErrorCode::AccessDenied,
@@ -386,7 +414,8 @@ impl LoginError {
     /// Seconds to wait before retrying, when the refusal is temporary.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            LoginError::TooManyAttempts { retry_after } => Some(*retry_after),
+            LoginError::TooManyAttempts { retry_after }
+            | LoginError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -148,6 +148,19 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
     if let Some(d) = demo {
         router = router.merge(d.routes(&issuer));
     }
+    // Keys rotate elsewhere (CLI, another instance): pick them up every minute. The task is
+    // owned by the server task below and ends with it.
+    let key_state = state.clone();
+    let key_reloader = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = key_state.reload_keys().await {
+                tracing::warn!(error = %e, "signing keys not reloaded");
+            }
+        }
+    });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let shutdown = async move {
@@ -156,10 +169,14 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
                 _ = shutdown_signal() => {}
             }
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        key_reloader.abort();
+        if let Err(e) = served {
             tracing::error!(error = %e, "server stopped with an error");
         }
     });

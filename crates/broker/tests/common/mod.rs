@@ -85,6 +85,8 @@ pub struct Opts {
     pub directory: String,
     pub sessions: String,
     pub flavour: Flavour,
+    /// Adjusts broker settings before the server starts.
+    pub tune: Option<fn(&mut Settings)>,
 }
 
 impl Default for Opts {
@@ -93,6 +95,7 @@ impl Default for Opts {
             directory: "sqlite::memory:".into(),
             sessions: "memory://".into(),
             flavour: Flavour::Generic,
+            tune: None,
         }
     }
 }
@@ -241,8 +244,12 @@ pub async fn harness_with(opts: Opts) -> Harness {
     let keys = KeySet::load_or_generate(&dir, 0).await.unwrap();
     let sessions = homeroom_session::open(&opts.sessions).await.unwrap();
     let audit = AuditWriter::spawn(dir.clone());
+    let mut settings = Settings::new(&base);
+    if let Some(tune) = opts.tune {
+        tune(&mut settings);
+    }
     let state = AppState::new(
-        Settings::new(&base),
+        settings,
         dir,
         sessions,
         audit,
@@ -252,7 +259,11 @@ pub async fn harness_with(opts: Opts) -> Harness {
     );
     let router = homeroom_broker::app(state.clone());
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
     });
     Harness {
         base,
