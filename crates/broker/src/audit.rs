@@ -48,6 +48,22 @@ pub fn record(state: &AppState, ref_id: Option<&RefId>, kind: &str, ev: Ev) {
         code = event.code.as_deref(),
         "audit"
     );
+    match kind {
+        "login.success" => {
+            crate::metrics::login(event.provider.as_ref().map(|p| p.as_str()), "success", None)
+        }
+        "login.refused" => crate::metrics::login(
+            event.provider.as_ref().map(|p| p.as_str()),
+            "refused",
+            event.code.as_deref(),
+        ),
+        "loop.broken" => crate::metrics::loop_break(if event.detail["where"] == "upstream" {
+            "upstream"
+        } else {
+            "app"
+        }),
+        _ => {}
+    }
     state.audit.record(event);
 }
 

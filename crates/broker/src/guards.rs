@@ -124,7 +124,8 @@ pub async fn circuit_open(state: &AppState, provider: &str, display: &str) -> Op
 
 /// Records a timeout or unreachable upstream; enough of them within the window open the
 /// circuit for `circuit_open_secs`.
-pub async fn upstream_failed(state: &AppState, provider: &str) {
+pub async fn upstream_failed(state: &AppState, provider: &str, code: &str) {
+    crate::metrics::upstream_fault(provider, code);
     if let Err(e) = state
         .sessions
         .backend()

@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod flows;
 pub mod guards;
 pub mod keys;
+pub mod metrics;
 pub mod middleware;
 pub mod oauth;
 pub mod pages;
@@ -148,10 +149,13 @@ impl AppState {
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
+    metrics::install();
     Router::new()
+        .route("/metrics", axum::routing::get(metrics::render))
         .merge(oauth::routes())
         .merge(pipeline::routes())
         .merge(pages::routes())
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

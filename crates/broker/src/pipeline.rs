@@ -585,7 +585,7 @@ pub async fn start_upstream(
         Ok(u) => u,
         Err(e) => {
             if guards::is_upstream_fault(&e.error) {
-                guards::upstream_failed(state, p.record.id.as_str()).await;
+                guards::upstream_failed(state, p.record.id.as_str(), e.error.code()).await;
             }
             return refuse(state, &ref_id, &Refusal::new(e.error, e.detail), &ctx, ev);
         }
@@ -754,7 +754,7 @@ async fn callback(
         Ok(i) => i,
         Err(e) => {
             if guards::is_upstream_fault(&e.error) {
-                guards::upstream_failed(&state, reg.record.id.as_str()).await;
+                guards::upstream_failed(&state, reg.record.id.as_str(), e.error.code()).await;
             }
             if e.error.offers_other_account() {
                 let href = match &req {

@@ -110,3 +110,46 @@ async fn repeated_upstream_timeouts_open_the_circuit() {
         "nobody was sent upstream"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_logins_refusals_and_loops_without_personal_data() {
+    let h = harness().await;
+    let b = browser();
+    login(&b, &h, APP, STUDENT).await;
+    let r = b
+        .get(format!("{}/callback/idp?code=x&state=forged", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = reqwest::get(format!("{}/metrics", h.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("homeroom_logins_total{"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("homeroom_logins_total")
+            && l.contains("outcome=\"success\"")
+            && l.contains("provider=\"idp\"")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("homeroom_logins_total")
+            && l.contains("code=\"upstream.state_invalid\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("homeroom_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"/callback/{provider}\""),
+        "routes are templates: {text}"
+    );
+    assert!(
+        !text.contains("demo.homeroom.test") && !text.contains("127.0.0.1"),
+        "no emails or addresses in labels"
+    );
+}
