@@ -158,6 +158,8 @@ impl KeySet {
                 },
             );
         }
+        // Same order on every instance, whatever order the keys were loaded in.
+        published.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
         Ok(Self {
             keys,
             current,
