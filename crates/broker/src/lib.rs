@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod flows;
 pub mod guards;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod oauth;
@@ -55,6 +56,8 @@ pub struct Settings {
     pub circuit_open_secs: u64,
     /// Trust the first `X-Forwarded-For` address (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Rate limits and challenges.
+    pub limits: limits::LimitSettings,
 }
 
 impl Settings {
@@ -73,6 +76,7 @@ impl Settings {
             circuit_threshold: 5,
             circuit_open_secs: 30,
             trust_forwarded_for: false,
+            limits: limits::LimitSettings::default(),
         }
     }
 
@@ -94,6 +98,9 @@ pub struct AppState {
     /// Replaced whole on rotation; readers clone the Arc.
     pub keys: Arc<RwLock<Arc<keys::KeySet>>>,
     pub clock: Arc<dyn Clock>,
+    /// The key challenges and passes are signed with, fetched once from the session store
+    /// (where the first instance to need it created it).
+    pub limit_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
 }
 
 impl AppState {
@@ -114,6 +121,7 @@ impl AppState {
             providers,
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             clock,
+            limit_secret: Arc::default(),
         }
     }
 
@@ -152,10 +160,15 @@ pub fn app(state: AppState) -> Router {
     metrics::install();
     Router::new()
         .route("/metrics", axum::routing::get(metrics::render))
+        .route("/challenge", axum::routing::post(limits::verify))
         .merge(oauth::routes())
         .merge(pipeline::routes())
         .merge(pages::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::browser_limits,
+        ))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -478,6 +478,27 @@ async fn authenticate_client(
     }
 }
 
+/// The client id a token request names (Basic user or `client_id`), unauthenticated.
+fn claimed_client(headers: &HeaderMap, form: &HashMap<String, String>) -> String {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.len() > 6 && h[..6].eq_ignore_ascii_case("basic "))
+        .and_then(|h| {
+            base64::engine::general_purpose::STANDARD
+                .decode(h[6..].trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(id, _)| form_decode(id)));
+    basic
+        .or_else(|| form.get("client_id").cloned())
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
 fn form_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
@@ -491,6 +512,11 @@ async fn token(State(state): State<AppState>, req: Request) -> Response {
         Ok(p) => p,
         Err(reason) => return json_error(StatusCode::BAD_REQUEST, "invalid_request", &reason),
     };
+    // Limited per client (the one claimed, so guessing secrets is limited too), never per
+    // browser address: many apps sit behind one egress.
+    if let Some(r) = crate::limits::token_endpoint(&state, &claimed_client(&headers, &form)).await {
+        return r;
+    }
     let app = match authenticate_client(&state, &headers, &query, &form, true).await {
         Ok(a) => a,
         Err(r) => return r,

@@ -108,6 +108,20 @@ async fn stylesheet() -> Response {
     r
 }
 
+async fn challenge_script() -> Response {
+    let mut r = include_str!("../templates/challenge.js").into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
+}
+
 async fn home() -> Response {
     message(
         StatusCode::OK,
@@ -132,4 +146,5 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(home))
         .route("/healthz", get(health))
         .route("/static/homeroom.css", get(stylesheet))
+        .route("/static/challenge.js", get(challenge_script))
 }

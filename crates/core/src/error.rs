@@ -140,6 +140,8 @@ pub enum LoginError {
     CircuitOpen { provider: String, retry_after: u64 },
     #[error("too many attempts")]
     TooManyAttempts { retry_after: u64 },
+    #[error("challenge failed")]
+    ChallengeFailed,
     #[error("internal error")]
     Internal,
 }
@@ -202,6 +204,7 @@ impl LoginError {
             UpstreamLoop { .. } => "loop.upstream",
             CircuitOpen { .. } => "upstream.circuit_open",
             TooManyAttempts { .. } => "limit.too_many_attempts",
+            ChallengeFailed => "limit.challenge_failed",
             Internal => "internal.error",
         }
     }
@@ -249,6 +252,7 @@ impl LoginError {
             RedirectLoop { .. } | UpstreamLoop { .. } => "We stopped a sign-in loop",
             CircuitOpen { .. } => "Your school's sign-in service is not answering",
             TooManyAttempts { .. } => "Too many tries",
+            ChallengeFailed => "The check did not work",
             Internal => "Something went wrong on our side",
         }
     }
@@ -295,6 +299,7 @@ impl LoginError {
             UpstreamLoop { provider, .. } => format!("You were sent back and forth to {provider} many times, so we stopped it. Make sure cookies are allowed and your device's clock is right, then try once more. If it happens again, tell IT."),
             CircuitOpen { provider, retry_after } => format!("{provider} is not answering right now, so we paused sign-ins with it for {retry_after} seconds. Try again in a minute."),
             TooManyAttempts { retry_after } => format!("There were too many tries. Wait {retry_after} seconds, then try again."),
+            ChallengeFailed => "The quick browser check did not finish correctly (it may have expired). Go back and try again; it only takes a moment.".into(),
             Internal => "Something went wrong on our side. Try again in a minute; if it keeps happening, tell IT and show them this page.".into(),
         }
     }
@@ -346,6 +351,7 @@ impl LoginError {
             UpstreamLoop { provider, count, window_secs } => format!("The browser bounced between Homeroom and {provider} {count} times within {window_secs} s without finishing. Likely causes: cookies blocked for Homeroom (flow cookie lost), a wrong redirect URI registered at {provider}, or clock skew."),
             CircuitOpen { provider, retry_after } => format!("Recent calls to {provider} timed out or failed repeatedly, so Homeroom stops sending students there for {retry_after} s (circuit breaker). Check the provider's status and this server's outbound network; Test connection on the provider's page."),
             TooManyAttempts { retry_after } => format!("A rate limit was hit; it lifts in {retry_after} s. Check the rate-limit page for the key involved."),
+            ChallengeFailed => "A proof-of-work answer was wrong, expired, replayed, or sent from another network or browser than the one challenged. Many of these from one address suggest automated traffic; a school network that is challenged often should be listed as a trusted network of its tenant.".into(),
             Internal => "An internal error happened; the server log has the cause under this reference id.".into(),
         }
     }
@@ -384,6 +390,7 @@ impl LoginError {
             RedirectLoop { .. } | UpstreamLoop { .. } => 508,
             CircuitOpen { .. } => 503,
             TooManyAttempts { .. } => 429,
+            ChallengeFailed => 403,
             Internal => 500,
         }
     }

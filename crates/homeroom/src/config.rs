@@ -24,6 +24,45 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: rate limits at the sign-in entry points (per minute, with a burst).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "dtrue")]
+    pub enabled: bool,
+    /// Per client address: over `soft` a challenge, over `hard` 429.
+    pub ip_soft_per_minute: Option<u64>,
+    pub ip_hard_per_minute: Option<u64>,
+    /// Per /24 (IPv4) or /64 (IPv6) network.
+    pub network_soft_per_minute: Option<u64>,
+    pub network_hard_per_minute: Option<u64>,
+    /// Per trusted network (tenants' `trusted_networks`).
+    pub trusted_soft_per_minute: Option<u64>,
+    pub trusted_hard_per_minute: Option<u64>,
+    /// Per OAuth client at the token endpoint.
+    pub client_per_minute: Option<u64>,
+    /// Proof-of-work difficulty in bits (default 16: well under a second on a Chromebook).
+    pub challenge_bits: Option<u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ip_soft_per_minute: None,
+            ip_hard_per_minute: None,
+            network_soft_per_minute: None,
+            network_hard_per_minute: None,
+            trusted_soft_per_minute: None,
+            trusted_hard_per_minute: None,
+            client_per_minute: None,
+            challenge_bits: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -37,6 +76,9 @@ pub struct ServerConfig {
     pub data_dir: Option<String>,
     /// `text` (default) or `json` logs.
     pub log_format: Option<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -60,6 +102,10 @@ pub struct TenantConfig {
     pub session_warning_minutes: i64,
     #[serde(default = "d12")]
     pub session_absolute_hours: i64,
+    /// The district's school networks (CIDR), e.g. a school's NAT address: their own, larger
+    /// rate-limit budget, so a whole school signing in at 8 a.m. is not challenged.
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
 }
 fn d30() -> i64 {
     30
@@ -290,6 +336,14 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 out.push(problem(
                     format!("{base}.domains[{i}]"),
                     format!("domain also belongs to tenant {other}"),
+                ));
+            }
+        }
+        for (i, n) in t.trusted_networks.iter().enumerate() {
+            if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+                out.push(problem(
+                    format!("{base}.trusted_networks[{i}]"),
+                    "not a CIDR network like 203.0.113.0/24 or an address",
                 ));
             }
         }

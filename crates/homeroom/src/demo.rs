@@ -80,6 +80,7 @@ impl Demo {
                 session_idle_minutes: 30,
                 session_warning_minutes: 25,
                 session_absolute_hours: 12,
+                trusted_networks: vec![],
             },
         );
         let mut settings = BTreeMap::new();

@@ -54,6 +54,40 @@ impl Running {
     }
 }
 
+/// Copies `[limits]`, `server.trust_forwarded_for` and the tenants' trusted networks into
+/// the broker's settings.
+pub fn apply_limits(cfg: &config::Config, s: &mut Settings) {
+    use homeroom_broker::limits::Rate;
+    let l = &cfg.limits;
+    let lim = &mut s.limits;
+    lim.enabled = l.enabled;
+    let set = |r: &mut Rate, v: Option<u64>| {
+        if let Some(per_minute) = v {
+            *r = Rate::new(per_minute, (per_minute / 2).max(1));
+        }
+    };
+    set(&mut lim.ip_soft, l.ip_soft_per_minute);
+    set(&mut lim.ip_hard, l.ip_hard_per_minute);
+    set(&mut lim.net_soft, l.network_soft_per_minute);
+    set(&mut lim.net_hard, l.network_hard_per_minute);
+    set(&mut lim.trusted_soft, l.trusted_soft_per_minute);
+    set(&mut lim.trusted_hard, l.trusted_hard_per_minute);
+    set(&mut lim.client, l.client_per_minute);
+    if let Some(b) = l.challenge_bits {
+        lim.challenge_bits = b.clamp(1, 28);
+    }
+    for t in cfg.tenants.values() {
+        for n in &t.trusted_networks {
+            if let Ok(net) = n.parse::<ipnet::IpNet>() {
+                lim.trusted_networks.push(net);
+            } else if let Ok(ip) = n.parse::<std::net::IpAddr>() {
+                lim.trusted_networks.push(ipnet::IpNet::from(ip));
+            }
+        }
+    }
+    s.trust_forwarded_for = cfg.server.trust_forwarded_for;
+}
+
 pub fn data_dir(cfg: &config::Config) -> PathBuf {
     PathBuf::from(
         cfg.server
@@ -135,15 +169,9 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
     let keys = KeySet::load_or_generate(&directory, clock.now())
         .await
         .context("cannot load signing keys")?;
-    let state = AppState::new(
-        Settings::new(&issuer),
-        directory,
-        sessions,
-        audit,
-        providers,
-        keys,
-        clock,
-    );
+    let mut settings = Settings::new(&issuer);
+    apply_limits(&opts.config, &mut settings);
+    let state = AppState::new(settings, directory, sessions, audit, providers, keys, clock);
     let mut router = homeroom_broker::app(state.clone());
     if let Some(d) = demo {
         router = router.merge(d.routes(&issuer));

@@ -56,6 +56,7 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             session_idle_minutes: 30,
             session_warning_minutes: 25,
             session_absolute_hours: 12,
+            trusted_networks: vec![],
         },
     );
     let mut settings = BTreeMap::new();

@@ -5,6 +5,9 @@
 //!
 //! It owns no I/O and no storage: the binary and the directory hand settings in.
 
+use crate::classlink::{ClassLinkConfig, ClassLinkProvider};
+use crate::clever::{CleverConfig, CleverProvider};
+use crate::gg4l::{Gg4lConfig, Gg4lProvider};
 use crate::google::{GoogleConfig, GoogleProvider};
 use crate::http::HttpClient;
 use crate::microsoft::{
@@ -25,9 +28,10 @@ pub struct ProviderSettings {
     pub id: ProviderId,
     /// Shown on buttons and in error messages.
     pub display_name: String,
-    /// `oidc`, `google` or `microsoft`.
+    /// `oidc`, `google`, `microsoft`, `clever`, `classlink` or `gg4l`.
     pub kind: String,
-    /// Kind-specific settings (see [`OidcConfig`], [`GoogleConfig`], [`MicrosoftConfig`]).
+    /// Kind-specific settings (see [`OidcConfig`], [`GoogleConfig`], [`MicrosoftConfig`],
+    /// [`CleverConfig`], [`ClassLinkConfig`], [`Gg4lConfig`]).
     pub config: Value,
     /// The tenant's email domains (Google's default `hosted_domains`).
     #[serde(default)]
@@ -82,6 +86,50 @@ const MICROSOFT_KEYS: &[&str] = &[
     "tenant",
     "allowed_tenants",
     "authority",
+    "clock_skew_secs",
+    "timeout_secs",
+];
+
+const CLEVER_KEYS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "district_ids",
+    "mode",
+    "oauth_base",
+    "api_base",
+    "require_district_authorization",
+    "require_email",
+    "claims",
+    "roles",
+    "clock_skew_secs",
+    "timeout_secs",
+];
+const CLASSLINK_KEYS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "tenant_ids",
+    "launchpad_base",
+    "api_base",
+    "scopes",
+    "require_email",
+    "claims",
+    "roles",
+    "clock_skew_secs",
+    "timeout_secs",
+];
+const GG4L_KEYS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "base_url",
+    "jwks_url",
+    "issuer",
+    "district_ids",
+    "org_ids",
+    "org_guid",
+    "invalidate_session",
+    "require_email",
+    "claims",
+    "roles",
     "clock_skew_secs",
     "timeout_secs",
 ];
@@ -238,6 +286,70 @@ fn check_microsoft(c: &MicrosoftConfig) -> Vec<ConfigProblem> {
     p
 }
 
+/// An allow-list of tenant ids: at least one (when `required`), none empty, no wildcard.
+fn check_ids(problems: &mut Vec<ConfigProblem>, path: &str, ids: &[String], required: bool) {
+    if required && ids.is_empty() {
+        problems.push(ConfigProblem::new(
+            path,
+            "list at least one id: logins from any other district are refused",
+        ));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if id.trim().is_empty() || id == "*" || id.contains(['/', ' ', '?', '#']) {
+            problems.push(ConfigProblem::new(
+                format!("{path}[{i}]"),
+                "must be an id as the provider sends it",
+            ));
+        }
+    }
+}
+
+fn check_clever(c: &CleverConfig) -> Vec<ConfigProblem> {
+    let mut p = Vec::new();
+    check_url(&mut p, "oauth_base", Some(&c.oauth_base));
+    check_url(&mut p, "api_base", Some(&c.api_base));
+    check_ids(&mut p, "district_ids", &c.district_ids, true);
+    check_common(&mut p, c.clock_skew_secs, c.timeout_secs);
+    p
+}
+
+fn check_classlink(c: &ClassLinkConfig) -> Vec<ConfigProblem> {
+    let mut p = Vec::new();
+    check_url(&mut p, "launchpad_base", Some(&c.launchpad_base));
+    check_url(&mut p, "api_base", Some(&c.api_base));
+    check_ids(&mut p, "tenant_ids", &c.tenant_ids, true);
+    if !c.scopes.iter().any(|s| s == "openid") {
+        p.push(ConfigProblem::new("scopes", "must include \"openid\""));
+    }
+    check_common(&mut p, c.clock_skew_secs, c.timeout_secs);
+    p
+}
+
+fn check_gg4l(c: &Gg4lConfig) -> Vec<ConfigProblem> {
+    let mut p = Vec::new();
+    check_url(&mut p, "base_url", Some(&c.base_url));
+    check_url(&mut p, "jwks_url", Some(&c.jwks_url));
+    if let Some(i) = &c.issuer
+        && i.trim().is_empty()
+    {
+        p.push(ConfigProblem::new("issuer", "must not be empty"));
+    }
+    if c.district_ids.is_empty() && c.org_ids.is_empty() {
+        p.push(ConfigProblem::new(
+            "district_ids",
+            "list the district GUIDs (district_ids) or org ids (org_ids) to accept",
+        ));
+    }
+    check_ids(&mut p, "district_ids", &c.district_ids, false);
+    check_ids(&mut p, "org_ids", &c.org_ids, false);
+    check_common(&mut p, c.clock_skew_secs, c.timeout_secs);
+    p
+}
+
+const CLEVER_REQUIRED: &[&str] = &["client_id", "client_secret", "district_ids"];
+const CLASSLINK_REQUIRED: &[&str] = &["client_id", "client_secret", "tenant_ids"];
+const GG4L_REQUIRED: &[&str] = &["client_id", "client_secret", "jwks_url"];
+
 fn parse_kind<T: DeserializeOwned>(
     config: &Value,
     known: &[&str],
@@ -259,7 +371,9 @@ pub fn validate(kind: &str, config: &Value) -> Vec<ConfigProblem> {
         None => {
             return vec![ConfigProblem::new(
                 "kind",
-                format!("unknown provider kind {kind:?}; expected oidc, google or microsoft"),
+                format!(
+                    "unknown provider kind {kind:?}; expected oidc, google, microsoft, clever, classlink or gg4l"
+                ),
             )];
         }
         Some(ProviderKind::Oidc) => parse_kind::<OidcConfig>(
@@ -283,6 +397,20 @@ pub fn validate(kind: &str, config: &Value) -> Vec<ConfigProblem> {
             check_microsoft,
         )
         .map(|_| ()),
+        Some(ProviderKind::Clever) => {
+            parse_kind::<CleverConfig>(config, CLEVER_KEYS, CLEVER_REQUIRED, check_clever)
+                .map(|_| ())
+        }
+        Some(ProviderKind::ClassLink) => parse_kind::<ClassLinkConfig>(
+            config,
+            CLASSLINK_KEYS,
+            CLASSLINK_REQUIRED,
+            check_classlink,
+        )
+        .map(|_| ()),
+        Some(ProviderKind::Gg4l) => {
+            parse_kind::<Gg4lConfig>(config, GG4L_KEYS, GG4L_REQUIRED, check_gg4l).map(|_| ())
+        }
     };
     result.err().unwrap_or_default()
 }
@@ -340,6 +468,29 @@ pub fn build(
             )?;
             Ok(Arc::new(MicrosoftProvider::new(id, name, &c, http, clock)))
         }
+        Some(ProviderKind::Clever) => {
+            let c = parse_kind::<CleverConfig>(
+                &settings.config,
+                CLEVER_KEYS,
+                CLEVER_REQUIRED,
+                check_clever,
+            )?;
+            Ok(Arc::new(CleverProvider::new(id, name, &c, http, clock)))
+        }
+        Some(ProviderKind::ClassLink) => {
+            let c = parse_kind::<ClassLinkConfig>(
+                &settings.config,
+                CLASSLINK_KEYS,
+                CLASSLINK_REQUIRED,
+                check_classlink,
+            )?;
+            Ok(Arc::new(ClassLinkProvider::new(id, name, &c, http, clock)))
+        }
+        Some(ProviderKind::Gg4l) => {
+            let c =
+                parse_kind::<Gg4lConfig>(&settings.config, GG4L_KEYS, GG4L_REQUIRED, check_gg4l)?;
+            Ok(Arc::new(Gg4lProvider::new(id, name, &c, http, clock)))
+        }
     }
 }
 
@@ -373,6 +524,54 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in ["oidc", "google", "microsoft", "clever", "classlink", "gg4l"] {
+            let kind = ProviderKind::parse(k).unwrap();
+            assert_eq!(kind.as_str(), k);
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(k));
+            assert_eq!(
+                serde_json::from_value::<ProviderKind>(json!(k)).unwrap(),
+                kind
+            );
+        }
+    }
+
+    #[test]
+    fn portal_kinds_build_without_the_network() {
+        let http = HttpClient::with_defaults().unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(homeroom_core::SystemClock);
+        for (kind, config) in [
+            (
+                "clever",
+                json!({"client_id": "a", "client_secret": "b", "district_ids": ["d1"]}),
+            ),
+            (
+                "clever",
+                json!({"client_id": "a", "client_secret": "b", "district_ids": ["d1"], "mode": "oidc"}),
+            ),
+            (
+                "classlink",
+                json!({"client_id": "a", "client_secret": "b", "tenant_ids": [2291]}),
+            ),
+            (
+                "gg4l",
+                json!({"client_id": "a", "client_secret": "b", "jwks_url": "https://192.0.2.1/jwks", "org_ids": [1]}),
+            ),
+        ] {
+            let settings = ProviderSettings {
+                id: ProviderId::new(kind),
+                display_name: kind.into(),
+                kind: kind.into(),
+                config,
+                tenant_domains: vec![],
+            };
+            let p = build(&settings, &http, clock.clone()).unwrap();
+            assert_eq!(p.kind().as_str(), kind);
+            assert!(p.as_redirect().is_some());
+        }
     }
 
     #[test]

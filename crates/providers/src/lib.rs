@@ -4,15 +4,25 @@
 //! audience, nonce, expiry, `hd`, `tid`, ...) and returns one normalised
 //! [`UpstreamIdentity`] keyed by the provider's stable subject.
 //!
+//! Modules: [`oidc`] (the OIDC engine and generic adapter), [`google`], [`microsoft`],
+//! the school portals [`clever`], [`classlink`] and [`gg4l`] (with their shared attribute
+//! mapping and role vocabulary in [`portal`]), [`config`] and [`http`]. Portal launches
+//! (a code pushed to the callback without `state`) are never redeemed by an adapter: the
+//! broker restarts them through [`RedirectLogin::begin`].
+//!
 //! Adapters never decide policy, never touch sessions or storage, never render pages and
 //! never throttle: the broker's pipeline owns protocol state (it mints `state`, `nonce` and
 //! the PKCE verifier and hands them in) and everything else.
 
+pub mod classlink;
+pub mod clever;
 pub mod config;
+pub mod gg4l;
 pub mod google;
 pub mod http;
 pub mod microsoft;
 pub mod oidc;
+pub mod portal;
 
 use async_trait::async_trait;
 use homeroom_core::{LoginError, ProviderId, UpstreamIdentity};
@@ -27,6 +37,13 @@ pub enum ProviderKind {
     Oidc,
     Google,
     Microsoft,
+    /// Clever (OAuth 2.0 + `/v3.0` identity API, or Clever's OIDC mode).
+    Clever,
+    /// ClassLink (OAuth 2.0 + OIDC ID token + `/v2/my/info`).
+    #[serde(rename = "classlink")]
+    ClassLink,
+    /// GG4L School Passport (OAuth 2.0 + signed `auth_token`).
+    Gg4l,
 }
 
 impl ProviderKind {
@@ -35,6 +52,9 @@ impl ProviderKind {
             "oidc" => Some(Self::Oidc),
             "google" => Some(Self::Google),
             "microsoft" => Some(Self::Microsoft),
+            "clever" => Some(Self::Clever),
+            "classlink" => Some(Self::ClassLink),
+            "gg4l" => Some(Self::Gg4l),
             _ => None,
         }
     }
@@ -43,6 +63,9 @@ impl ProviderKind {
             Self::Oidc => "oidc",
             Self::Google => "google",
             Self::Microsoft => "microsoft",
+            Self::Clever => "clever",
+            Self::ClassLink => "classlink",
+            Self::Gg4l => "gg4l",
         }
     }
 }

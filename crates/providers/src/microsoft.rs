@@ -119,6 +119,8 @@ impl MicrosoftProvider {
             clock_skew: i64::try_from(config.clock_skew_secs).unwrap_or(60),
             use_userinfo: false,
             extra_auth_params: Vec::new(),
+            static_metadata: None,
+            client_id_claim_as_audience: false,
         };
         let http = http.with_timeout(std::time::Duration::from_secs(config.timeout_secs));
         Self {

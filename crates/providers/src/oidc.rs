@@ -140,6 +140,12 @@ pub(crate) struct EngineConfig {
     pub use_userinfo: bool,
     /// Extra authorization-request parameters (Google `hd`).
     pub extra_auth_params: Vec<(String, String)>,
+    /// Fixed endpoints used instead of a discovery document (upstreams that publish none,
+    /// like GG4L); `discovery_url` is then never fetched.
+    pub static_metadata: Option<Metadata>,
+    /// Also accept a token whose `client_id` claim names us when its `aud` does not
+    /// (GG4L documents `aud` as "the hostname that processed the request").
+    pub client_id_claim_as_audience: bool,
 }
 
 /// The parts of a discovery document the engine uses.
@@ -158,6 +164,9 @@ pub(crate) struct Metadata {
 pub(crate) struct VerifiedLogin {
     pub claims: Claims,
     pub userinfo: Option<Claims>,
+    /// The access token of the exchange, for adapters that call proprietary APIs
+    /// (ClassLink `/v2/my/info`). Never logged, never stored.
+    pub access_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +275,11 @@ impl OidcEngine {
         if let Some(md) = guard.as_ref() {
             return Ok(md.clone());
         }
+        if let Some(md) = &self.cfg.static_metadata {
+            let md = Arc::new(md.clone());
+            *guard = Some(md.clone());
+            return Ok(md);
+        }
         let resp = self
             .http
             .get(&self.cfg.discovery_url, None)
@@ -368,16 +382,23 @@ impl OidcEngine {
             .and_then(Value::as_str)
             .ok_or_else(|| token_invalid("token response has no id_token"))?;
         let claims = self.verify_id_token(id_token, &flow.nonce).await?;
+        let access_token = tokens
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let userinfo = if self.cfg.use_userinfo {
-            let access = tokens
-                .get("access_token")
-                .and_then(Value::as_str)
+            let access = access_token
+                .as_deref()
                 .ok_or_else(|| token_invalid("token response has no access_token"))?;
             Some(self.userinfo(&md, access, &claims).await?)
         } else {
             None
         };
-        Ok(VerifiedLogin { claims, userinfo })
+        Ok(VerifiedLogin {
+            claims,
+            userinfo,
+            access_token,
+        })
     }
 
     /// Redeems the code with the PKCE verifier (RP-07: an injected code fails here).
@@ -403,33 +424,7 @@ impl OidcEngine {
                 None
             }
         };
-        let resp: HttpResponse = self
-            .http
-            .post_form(&md.token_endpoint, &form, basic)
-            .await
-            .map_err(|e| e.into_provider_error(self.name()))?;
-        let failed = |detail: String| {
-            refuse(
-                LoginError::TokenExchangeFailed {
-                    provider: self.name().to_owned(),
-                },
-                detail,
-            )
-        };
-        if !resp.is_success() {
-            let err = serde_json::from_slice::<Value>(&resp.body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| excerpt(&resp.body));
-            return Err(failed(format!(
-                "token endpoint answered HTTP {}: {err}",
-                resp.status
-            )));
-        }
-        match serde_json::from_slice::<Value>(&resp.body) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(failed("token response is not a JSON object".into())),
-        }
+        redeem_code(&self.http, self.name(), &md.token_endpoint, &form, basic).await
     }
 
     async fn fetch_jwks(&self) -> Result<KeySet, ProviderError> {
@@ -548,6 +543,17 @@ impl OidcEngine {
         token: &str,
         nonce: &str,
     ) -> Result<Claims, ProviderError> {
+        self.verify_jwt(token, Some(nonce)).await
+    }
+
+    /// Verifies a signed JWT exactly like an ID token (signature on the upstream's keys,
+    /// issuer, audience, `exp`/`iat`/`nbf`, `sub`); `nonce: None` is for OAuth-only
+    /// upstreams whose tokens carry no nonce (GG4L's `auth_token`).
+    pub(crate) async fn verify_jwt(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+    ) -> Result<Claims, ProviderError> {
         if token.len() > MAX_ID_TOKEN_LEN {
             return Err(token_invalid("ID token too large"));
         }
@@ -626,25 +632,27 @@ impl OidcEngine {
     }
 
     /// OIDC Core §3.1.3.7 steps 2-4, 9-11 plus `sub` (presence enforced, skew explicit).
-    fn check_claims(&self, claims: &Claims, nonce: &str) -> Result<(), ProviderError> {
+    fn check_claims(&self, claims: &Claims, nonce: Option<&str>) -> Result<(), ProviderError> {
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
         if !self.cfg.issuer_rule.accepts(iss, claims) {
             return Err(refuse(LoginError::IssuerInvalid, format!("iss {iss:?}")));
         }
         let client_id = self.cfg.client_id.as_str();
+        let by_client_claim = self.cfg.client_id_claim_as_audience
+            && claims.get("client_id").and_then(Value::as_str) == Some(client_id);
         let audiences: Vec<&str> = match claims.get("aud") {
             Some(Value::String(a)) => vec![a.as_str()],
             Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         };
-        if !audiences.contains(&client_id) {
+        if !by_client_claim && !audiences.contains(&client_id) {
             return Err(refuse(
                 LoginError::AudienceInvalid,
                 format!("aud {audiences:?}"),
             ));
         }
         let azp = claims.get("azp").and_then(Value::as_str);
-        if audiences.len() > 1 && azp != Some(client_id) {
+        if !by_client_claim && audiences.len() > 1 && azp != Some(client_id) {
             return Err(refuse(
                 LoginError::AudienceInvalid,
                 "several audiences and azp is not our client",
@@ -676,12 +684,14 @@ impl OidcEngine {
                 format!("nbf {nbf}, now {now}"),
             ));
         }
-        let got = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
-        if nonce.is_empty() || !homeroom_core::crypto::ct_eq(got.as_bytes(), nonce.as_bytes()) {
-            return Err(refuse(
-                LoginError::NonceInvalid,
-                "nonce missing or different",
-            ));
+        if let Some(nonce) = nonce {
+            let got = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+            if nonce.is_empty() || !homeroom_core::crypto::ct_eq(got.as_bytes(), nonce.as_bytes()) {
+                return Err(refuse(
+                    LoginError::NonceInvalid,
+                    "nonce missing or different",
+                ));
+            }
         }
         match claims.get("sub").and_then(Value::as_str) {
             Some(s) if !s.is_empty() && s.len() <= 255 => Ok(()),
@@ -719,6 +729,45 @@ impl OidcEngine {
             ));
         }
         Ok(info)
+    }
+}
+
+/// Redeems an authorization code at `token_url` (form body, optional HTTP Basic client
+/// authentication); a non-2xx answer is `TokenExchangeFailed` (expired, reused or foreign
+/// codes all end here), a non-object body too. Shared by the OIDC engine and the
+/// OAuth-only portal adapters (Clever, GG4L).
+pub(crate) async fn redeem_code(
+    http: &HttpClient,
+    provider_name: &str,
+    token_url: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> Result<Claims, ProviderError> {
+    let resp: HttpResponse = http
+        .post_form(token_url, form, basic)
+        .await
+        .map_err(|e| e.into_provider_error(provider_name))?;
+    let failed = |detail: String| {
+        refuse(
+            LoginError::TokenExchangeFailed {
+                provider: provider_name.to_owned(),
+            },
+            detail,
+        )
+    };
+    if !resp.is_success() {
+        let err = serde_json::from_slice::<Value>(&resp.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| excerpt(&resp.body));
+        return Err(failed(format!(
+            "token endpoint answered HTTP {}: {err}",
+            resp.status
+        )));
+    }
+    match serde_json::from_slice::<Value>(&resp.body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(failed("token response is not a JSON object".into())),
     }
 }
 
@@ -795,6 +844,8 @@ impl OidcProvider {
             clock_skew: i64::try_from(config.clock_skew_secs).unwrap_or(60),
             use_userinfo: config.use_userinfo,
             extra_auth_params: Vec::new(),
+            static_metadata: None,
+            client_id_claim_as_audience: false,
         };
         let http = http.with_timeout(std::time::Duration::from_secs(config.timeout_secs));
         Self {

@@ -182,7 +182,7 @@ pub struct OidcIdp {
 /// Stops the served IdP when dropped.
 #[derive(Debug)]
 pub struct ServerGuard {
-    handle: tokio::task::JoinHandle<()>,
+    pub(crate) handle: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ServerGuard {
@@ -191,15 +191,15 @@ impl Drop for ServerGuard {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn random(bytes: usize) -> String {
+pub(crate) fn random(bytes: usize) -> String {
     homeroom_core::crypto::random_token(bytes).unwrap_or_else(|_| format!("fallback-{}", now()))
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -207,15 +207,15 @@ fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn json_error(status: StatusCode, error: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, error: &str) -> Response {
     (status, Json(json!({"error": error}))).into_response()
 }
 
-fn redirect(location: &str) -> Response {
+pub(crate) fn redirect(location: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, location.to_owned())]).into_response()
 }
 
-fn bad_request_page(msg: &str) -> Response {
+pub(crate) fn bad_request_page(msg: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Html(format!(

@@ -65,6 +65,21 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
     async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// One step of the generic cell-rate algorithm on `key`, atomically: a request costs
+    /// `interval_ms` of "theoretical arrival time"; up to `burst` requests may run ahead of
+    /// the steady rate. Uses the backend's own clock (Redis `TIME`), so every instance
+    /// shares one budget per key.
+    async fn gcra(&self, key: &str, interval_ms: u64, burst: u64) -> Result<Gcra, StoreError>;
+}
+
+/// Outcome of [`KvBackend::gcra`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gcra {
+    Allowed,
+    /// Over the limit; the next request would be allowed after this many milliseconds.
+    Limited {
+        retry_after_ms: u64,
+    },
 }
 
 /// Opens a backend from a URL: `memory://` or `redis://host:port[/db]`.

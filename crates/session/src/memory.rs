@@ -196,8 +196,52 @@ fn wrong_kind(key: &str, wanted: &str) -> StoreError {
     StoreError::Corrupt(format!("key {key:?} does not hold a {wanted}"))
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[async_trait]
 impl KvBackend for MemoryBackend {
+    async fn gcra(
+        &self,
+        key: &str,
+        interval_ms: u64,
+        burst: u64,
+    ) -> Result<crate::Gcra, StoreError> {
+        let now_ms = unix_ms();
+        let tolerance = interval_ms.saturating_mul(burst);
+        Ok(self.write(|state, now| {
+            let stored = match state.live(key, now) {
+                Some(Entry {
+                    kind: Kind::Value(v),
+                    ..
+                }) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok()),
+                _ => None,
+            };
+            let tat = stored.unwrap_or(now_ms).max(now_ms);
+            if tat - now_ms > tolerance {
+                return crate::Gcra::Limited {
+                    retry_after_ms: tat - now_ms - tolerance,
+                };
+            }
+            let new_tat = tat + interval_ms;
+            let ttl = Duration::from_millis((new_tat - now_ms).max(1));
+            state.entries.insert(
+                key.to_owned(),
+                Entry {
+                    kind: Kind::Value(new_tat.to_string().into_bytes()),
+                    expires_at: now.checked_add(ttl).unwrap_or(now),
+                },
+            );
+            crate::Gcra::Allowed
+        }))
+    }
+
     async fn put(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
         self.write(|state, now| {
             state.entries.insert(

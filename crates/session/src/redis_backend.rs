@@ -27,6 +27,24 @@ const RECONNECT_RETRIES: usize = 3;
 
 /// `INCRBY`, then `EXPIRE` only when the key carries no TTL (i.e. it was just created):
 /// later increments never extend the window. One script, so atomic across instances.
+/// GCRA step with Redis's own clock: KEYS[1] holds the theoretical arrival time (ms);
+/// ARGV[1] = emission interval (ms), ARGV[2] = tolerance (ms). Returns {1,0} when allowed,
+/// {0, retry_after_ms} when limited.
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, tat - now - tolerance}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(new_tat - now, 1))
+return {1, 0}
+";
+
 const INCR_SCRIPT: &str = r"
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) == -1 then
@@ -54,6 +72,7 @@ pub struct RedisBackend {
     /// The password of the URL (if any), scrubbed from error texts.
     password: Option<String>,
     incr_script: Script,
+    gcra_script: Script,
     set_add_script: Script,
 }
 
@@ -97,6 +116,7 @@ impl RedisBackend {
             redacted_url,
             password,
             incr_script: Script::new(INCR_SCRIPT),
+            gcra_script: Script::new(GCRA_SCRIPT),
             set_add_script: Script::new(SET_ADD_SCRIPT),
         };
         backend.ping().await?;
@@ -252,6 +272,30 @@ impl KvBackend for RedisBackend {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.err(e))
+    }
+
+    async fn gcra(
+        &self,
+        key: &str,
+        interval_ms: u64,
+        burst: u64,
+    ) -> Result<crate::Gcra, StoreError> {
+        let mut conn = self.conn.clone();
+        let (allowed, retry): (i64, i64) = self
+            .gcra_script
+            .key(self.key(key))
+            .arg(interval_ms)
+            .arg(interval_ms.saturating_mul(burst))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(if allowed == 1 {
+            crate::Gcra::Allowed
+        } else {
+            crate::Gcra::Limited {
+                retry_after_ms: u64::try_from(retry).unwrap_or(0),
+            }
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

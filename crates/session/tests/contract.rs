@@ -101,6 +101,8 @@ contract!(ping, ping_suite);
 contract!(concurrent_take, concurrent_take_suite);
 contract!(concurrent_put_if_absent, concurrent_put_if_absent_suite);
 contract!(concurrent_incr, concurrent_incr_suite);
+contract!(gcra, gcra_suite);
+contract!(concurrent_gcra, concurrent_gcra_suite);
 
 // ---------------------------------------------------------------------------------------
 // Suites. `a` and `b` are two handles on the same data (two connections for Redis).
@@ -397,4 +399,64 @@ async fn redis_prefixes_isolate() {
 fn backends_are_object_safe() {
     fn takes(_: &dyn KvBackend) {}
     takes(&MemoryBackend::new());
+}
+
+/// GCRA: `burst + 1` requests pass at once, the next is limited with a retry time no
+/// longer than the interval; the budget is shared by both handles; keys are independent.
+async fn gcra_suite(a: SessionStore, b: SessionStore) {
+    use homeroom_session::Gcra;
+    let key = format!("gcra-{}", std::process::id());
+    for i in 0..4 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            s.backend().gcra(&key, 60_000, 3).await.unwrap(),
+            Gcra::Allowed,
+            "request {i}"
+        );
+    }
+    match b.backend().gcra(&key, 60_000, 3).await.unwrap() {
+        Gcra::Limited { retry_after_ms } => assert!(
+            retry_after_ms > 0 && retry_after_ms <= 60_000,
+            "{retry_after_ms}"
+        ),
+        Gcra::Allowed => panic!("the fifth request must be limited"),
+    }
+    assert_eq!(
+        a.backend()
+            .gcra(&format!("{key}-other"), 60_000, 3)
+            .await
+            .unwrap(),
+        Gcra::Allowed
+    );
+    // A fast rate refills: after one interval another request passes.
+    let fast = format!("{key}-fast");
+    assert_eq!(
+        a.backend().gcra(&fast, 100, 0).await.unwrap(),
+        Gcra::Allowed
+    );
+    assert!(matches!(
+        a.backend().gcra(&fast, 100, 0).await.unwrap(),
+        Gcra::Limited { .. }
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(
+        b.backend().gcra(&fast, 100, 0).await.unwrap(),
+        Gcra::Allowed
+    );
+}
+
+/// 50 concurrent requests against a budget of 10 (burst 9): exactly 10 pass.
+async fn concurrent_gcra_suite(a: SessionStore, b: SessionStore) {
+    let key = format!("gcra-conc-{}", std::process::id());
+    let futs = (0..50).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        async move { s.backend().gcra(&key, 60_000, 9).await.unwrap() }
+    });
+    let results = futures::future::join_all(futs).await;
+    let allowed = results
+        .iter()
+        .filter(|r| **r == homeroom_session::Gcra::Allowed)
+        .count();
+    assert_eq!(allowed, 10);
 }

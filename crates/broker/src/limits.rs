@@ -1,0 +1,540 @@
+//! Rate limits that stand in for a CDN's challenges. Keyed generic cell-rate limits (one
+//! atomic step in the session store: in memory, or one Redis script shared by every
+//! instance) per client address, per network (/24 or /64), per trusted school network,
+//! and per OAuth client at the token endpoint.
+//!
+//! Over the soft limit a browser gets a challenge page: a small proof of work its
+//! JavaScript solves (`/static/challenge.js`), checked here, after which a short-lived pass
+//! cookie bound to the client's network and browser lets it past the soft limit. Over the
+//! hard limit, 429 with `Retry-After` and a page that says how long to wait. A whole school
+//! behind one NAT address is listed as a trusted network of its tenant and gets its own,
+//! larger budget.
+
+use crate::AppState;
+use crate::audit::{self, Ev};
+use crate::cookies::{self, CookieValue};
+use crate::middleware::ClientIp;
+use crate::pages::html;
+use crate::respond::{self, PageCtx};
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use homeroom_core::crypto::{self, sha256_hex};
+use homeroom_core::{LoginError, RefId};
+use homeroom_session::Gcra;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// Base name of the pass cookie a solved challenge earns.
+pub const PASS: &str = "hr_pass";
+
+/// A rate: `per_minute` on average, `burst` requests ahead of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_minute: u64,
+    pub burst: u64,
+}
+
+impl Rate {
+    pub const fn new(per_minute: u64, burst: u64) -> Self {
+        Self { per_minute, burst }
+    }
+    fn interval_ms(&self) -> u64 {
+        60_000 / self.per_minute.max(1)
+    }
+}
+
+/// Limits in force (the `[limits]` config section and tenants' trusted networks).
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    pub ip_soft: Rate,
+    pub ip_hard: Rate,
+    pub net_soft: Rate,
+    pub net_hard: Rate,
+    pub trusted_soft: Rate,
+    pub trusted_hard: Rate,
+    /// Per OAuth client at the token endpoint (never per browser address).
+    pub client: Rate,
+    /// School networks (tenants' `trusted_networks`).
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Leading zero bits the proof of work must have.
+    pub challenge_bits: u32,
+    /// Lifetime of a challenge and of the pass it earns, seconds.
+    pub challenge_ttl: i64,
+    pub pass_ttl: i64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ip_soft: Rate::new(60, 30),
+            ip_hard: Rate::new(600, 120),
+            net_soft: Rate::new(300, 100),
+            net_hard: Rate::new(3000, 600),
+            trusted_soft: Rate::new(20_000, 3000),
+            trusted_hard: Rate::new(60_000, 10_000),
+            client: Rate::new(6000, 1000),
+            // Loopback is never a student: it is a reverse proxy on the same host (set
+            // `trust_forwarded_for`) or a test. Counting it would throttle everyone at once.
+            trusted_networks: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            challenge_bits: 16,
+            challenge_ttl: 300,
+            pass_ttl: 900,
+        }
+    }
+}
+
+/// The network a client belongs to for limits: /24 for IPv4, /64 for IPv6.
+pub fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Whether a path is a browser sign-in entry point the limits protect.
+fn limited_path(path: &str) -> bool {
+    path == "/oauth2/authorize" || path.starts_with("/login") || path.starts_with("/callback/")
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The key passes and challenges are signed with: one per deployment, shared by every
+/// instance through the session store (created by whichever instance needs it first).
+async fn secret(state: &AppState) -> Option<Vec<u8>> {
+    if let Some(s) = state.limit_secret.get() {
+        return Some(s.clone());
+    }
+    let fresh = crypto::random_token(32).ok()?;
+    let b = state.sessions.backend();
+    let _ = b
+        .put_if_absent("secret:limits", fresh.as_bytes(), 30 * 24 * 3600)
+        .await;
+    let stored = b.get("secret:limits").await.ok()??;
+    let _ = state.limit_secret.set(stored.clone());
+    Some(stored)
+}
+
+fn sign(key: &[u8], payload: &str) -> Option<String> {
+    let mut mac = HmacSha256::new_from_slice(key).ok()?;
+    mac.update(payload.as_bytes());
+    Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// `payload.signature`, payload base64url JSON.
+fn seal(key: &[u8], value: &serde_json::Value) -> Option<String> {
+    let payload = URL_SAFE_NO_PAD.encode(value.to_string());
+    let sig = sign(key, &payload)?;
+    Some(format!("{payload}.{sig}"))
+}
+
+fn open(key: &[u8], sealed: &str) -> Option<serde_json::Value> {
+    if sealed.len() > 2048 {
+        return None;
+    }
+    let (payload, sig) = sealed.split_once('.')?;
+    let want = sign(key, payload)?;
+    if !crypto::ct_eq(want.as_bytes(), sig.as_bytes()) {
+        return None;
+    }
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}
+
+/// What binds a challenge or pass to one client: its network and its browser.
+fn binding(ip: IpAddr, headers: &HeaderMap) -> String {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    sha256_hex(&format!("{}|{ua}", network_of(ip)))[..32].to_owned()
+}
+
+/// Leading zero bits of SHA-256(`challenge` ":" `answer`).
+pub fn work_bits(challenge: &str, answer: &str) -> u32 {
+    let d = Sha256::digest(format!("{challenge}:{answer}").as_bytes());
+    let mut bits = 0;
+    for byte in d {
+        if byte == 0 {
+            bits += 8;
+        } else {
+            bits += byte.leading_zeros();
+            break;
+        }
+    }
+    bits
+}
+
+async fn step(state: &AppState, key: &str, rate: Rate) -> Gcra {
+    match state
+        .sessions
+        .backend()
+        .gcra(key, rate.interval_ms(), rate.burst)
+        .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            // Fail open: a store outage must not lock every student out.
+            tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+            Gcra::Allowed
+        }
+    }
+}
+
+fn has_valid_pass(state: &AppState, key: &[u8], headers: &HeaderMap, ip: IpAddr) -> bool {
+    let CookieValue::One(v) = cookies::read(headers, PASS, state.settings.secure_cookies) else {
+        return false;
+    };
+    let Some(p) = open(key, &v) else { return false };
+    p["kind"] == "pass"
+        && p["exp"].as_i64().is_some_and(|e| e > state.now())
+        && p["bind"].as_str() == Some(binding(ip, headers).as_str())
+}
+
+#[derive(Template)]
+#[template(path = "challenge.html")]
+struct ChallengePage<'a> {
+    challenge: &'a str,
+    bits: u32,
+    back: &'a str,
+}
+
+/// The middleware on browser entry points.
+pub async fn browser_limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limits = &state.settings.limits;
+    if !limits.enabled || !limited_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let ip = req
+        .extensions()
+        .get::<ClientIp>()
+        .map(|c| c.0)
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let trusted = limits.trusted_networks.iter().find(|n| n.contains(&ip));
+    let buckets: Vec<(&'static str, String, Rate, Rate)> = match trusted {
+        Some(net) => vec![(
+            "trusted",
+            format!("rl:t:{net}"),
+            limits.trusted_soft,
+            limits.trusted_hard,
+        )],
+        None => vec![
+            ("ip", format!("rl:ip:{ip}"), limits.ip_soft, limits.ip_hard),
+            (
+                "net",
+                format!("rl:net:{}", network_of(ip)),
+                limits.net_soft,
+                limits.net_hard,
+            ),
+        ],
+    };
+    for (class, key, _, hard) in &buckets {
+        if let Gcra::Limited { retry_after_ms } = step(&state, &format!("{key}:h"), *hard).await {
+            crate::metrics::limit("block", class);
+            let retry_after = retry_after_ms.div_ceil(1000).max(1);
+            let ref_id = RefId::generate();
+            let err = LoginError::TooManyAttempts { retry_after };
+            audit::refusal(
+                &state,
+                &ref_id,
+                &err,
+                &format!("hard limit of the {class} bucket"),
+                Ev::default(),
+            );
+            remember(&state, "blocked", class, key, retry_after).await;
+            return respond::error_page(
+                &err,
+                &ref_id,
+                state.now(),
+                &PageCtx::from_headers(req.headers()),
+            );
+        }
+    }
+    let Some(key) = secret(&state).await else {
+        return next.run(req).await;
+    };
+    if has_valid_pass(&state, &key, req.headers(), ip) {
+        return next.run(req).await;
+    }
+    for (class, bucket, soft, _) in &buckets {
+        if let Gcra::Limited { retry_after_ms } = step(&state, bucket, *soft).await {
+            crate::metrics::limit("challenge", class);
+            remember(
+                &state,
+                "challenged",
+                class,
+                bucket,
+                retry_after_ms.div_ceil(1000).max(1),
+            )
+            .await;
+            return challenge_page(&state, &key, req.headers(), ip, req.uri()).await;
+        }
+    }
+    next.run(req).await
+}
+
+/// Keeps a list of challenged and blocked keys for the admin view (expires by itself).
+async fn remember(state: &AppState, what: &str, class: &str, key: &str, secs: u64) {
+    let entry = format!("{what}|{class}|{key}");
+    let _ = state
+        .sessions
+        .backend()
+        .set_add("rl:listed", &entry, secs.max(60))
+        .await;
+}
+
+async fn challenge_page(
+    state: &AppState,
+    key: &[u8],
+    headers: &HeaderMap,
+    ip: IpAddr,
+    uri: &http::Uri,
+) -> Response {
+    let back = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let Ok(nonce) = crypto::random_token(16) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+    };
+    let limits = &state.settings.limits;
+    let payload = serde_json::json!({
+        "kind": "challenge", "n": nonce, "bits": limits.challenge_bits,
+        "exp": state.now() + limits.challenge_ttl, "bind": binding(ip, headers),
+    });
+    let Some(challenge) = seal(key, &payload) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+    };
+    let mut r = html(
+        StatusCode::TOO_MANY_REQUESTS,
+        &ChallengePage {
+            challenge: &challenge,
+            bits: limits.challenge_bits,
+            back: &back,
+        },
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Only local paths are accepted as the place to go back to (no open redirect).
+fn safe_back(back: &str) -> &str {
+    let ok = back.starts_with('/')
+        && !back.starts_with("//")
+        && !back.starts_with("/\\")
+        && !back.contains(['\r', '\n']);
+    if ok { back } else { "/" }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Answer {
+    challenge: String,
+    answer: String,
+    back: String,
+}
+
+/// `POST /challenge`: checks the proof of work and hands out a pass.
+pub async fn verify(
+    State(state): State<AppState>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+    axum::Form(a): axum::Form<Answer>,
+) -> Response {
+    let ref_id = RefId::generate();
+    let fail = |why: &str| {
+        crate::metrics::limit("challenge_failed", "any");
+        audit::refusal(
+            &state,
+            &ref_id,
+            &LoginError::ChallengeFailed,
+            why,
+            Ev::default(),
+        );
+        respond::error_page(
+            &LoginError::ChallengeFailed,
+            &ref_id,
+            state.now(),
+            &PageCtx::from_headers(&headers).retry(safe_back(&a.back), "Try again"),
+        )
+    };
+    let Some(key) = secret(&state).await else {
+        return fail("no signing secret");
+    };
+    let Some(c) = open(&key, &a.challenge) else {
+        return fail("challenge not issued by Homeroom");
+    };
+    if c["kind"] != "challenge" || !c["exp"].as_i64().is_some_and(|e| e > state.now()) {
+        return fail("challenge expired");
+    }
+    if c["bind"].as_str() != Some(binding(ip, &headers).as_str()) {
+        return fail("challenge answered from another network or browser");
+    }
+    let bits = u32::try_from(c["bits"].as_u64().unwrap_or(32)).unwrap_or(32);
+    if a.answer.len() > 32 || work_bits(&a.challenge, &a.answer) < bits {
+        return fail("proof of work does not meet the difficulty");
+    }
+    let nonce = c["n"].as_str().unwrap_or("");
+    match state
+        .sessions
+        .backend()
+        .put_if_absent(
+            &format!("pow:{nonce}"),
+            b"1",
+            u64::try_from(state.settings.limits.challenge_ttl).unwrap_or(300),
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return fail("challenge already used"),
+        Err(e) => {
+            tracing::warn!(error = %e, "challenge replay cache unavailable");
+            return fail("replay cache unavailable");
+        }
+    }
+    let pass = serde_json::json!({"kind": "pass", "exp": state.now() + state.settings.limits.pass_ttl, "bind": binding(ip, &headers)});
+    let Some(sealed) = seal(&key, &pass) else {
+        return fail("could not sign the pass");
+    };
+    audit::record(
+        &state,
+        Some(&ref_id),
+        "limit.challenge_solved",
+        Ev::default(),
+    );
+    let mut r = respond::redirect(StatusCode::SEE_OTHER, safe_back(&a.back));
+    if let Ok(v) = HeaderValue::from_str(&cookies::set(
+        PASS,
+        &sealed,
+        state.settings.secure_cookies,
+        Some(state.settings.limits.pass_ttl),
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Per-client limit at the token endpoint (keyed by the client id claimed, before
+/// authentication, so guessing secrets is limited too). `Some(response)` when over.
+pub async fn token_endpoint(state: &AppState, client_id: &str) -> Option<Response> {
+    let limits = &state.settings.limits;
+    if !limits.enabled || client_id.is_empty() {
+        return None;
+    }
+    let key = format!("rl:client:{}", sha256_hex(client_id));
+    match step(state, &key, limits.client).await {
+        Gcra::Allowed => None,
+        Gcra::Limited { retry_after_ms } => {
+            crate::metrics::limit("block", "client");
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            let mut r = respond::json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "too many requests for this client",
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Some(r)
+        }
+    }
+}
+
+/// The keys currently challenged or blocked: (what, class, key).
+pub async fn listed(state: &AppState) -> Vec<(String, String, String)> {
+    let members = state
+        .sessions
+        .backend()
+        .set_members("rl:listed")
+        .await
+        .unwrap_or_default();
+    members
+        .into_iter()
+        .filter_map(|m| {
+            let mut it = m.splitn(3, '|');
+            Some((
+                it.next()?.to_owned(),
+                it.next()?.to_owned(),
+                it.next()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Lifts a limit on a key (both its soft and hard buckets).
+pub async fn lift(state: &AppState, key: &str) -> bool {
+    let b = state.sessions.backend();
+    let soft = b.delete(key).await.unwrap_or(false);
+    let hard = b.delete(&format!("{key}:h")).await.unwrap_or(false);
+    soft || hard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_are_slash_24_and_slash_64() {
+        assert_eq!(
+            network_of("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            network_of("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+    }
+
+    #[test]
+    fn sealed_values_resist_tampering() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let s = seal(key, &serde_json::json!({"kind": "pass", "exp": 5})).unwrap();
+        assert_eq!(open(key, &s).unwrap()["exp"], 5);
+        let (p, sig) = s.split_once('.').unwrap();
+        let forged = format!(
+            "{}.{sig}",
+            URL_SAFE_NO_PAD.encode(r#"{"kind":"pass","exp":99999999999}"#)
+        );
+        assert!(open(key, &forged).is_none());
+        assert!(open(b"another key, another deployment!", &s).is_none());
+        assert!(open(key, &format!("{p}.")).is_none());
+    }
+
+    #[test]
+    fn only_local_paths_are_returned_to() {
+        assert_eq!(safe_back("/oauth2/authorize?x=1"), "/oauth2/authorize?x=1");
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "evil",
+        ] {
+            assert_eq!(safe_back(bad), "/", "{bad}");
+        }
+    }
+
+    #[test]
+    fn work_bits_counts_leading_zeros() {
+        let mut n = 0u64;
+        while work_bits("c", &n.to_string()) < 8 {
+            n += 1;
+        }
+        assert!(work_bits("c", &n.to_string()) >= 8);
+        assert!(n < 100_000);
+    }
+}
