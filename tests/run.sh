@@ -29,4 +29,4 @@ echo "== cargo test (workspace)"
 cargo test --workspace --no-fail-fast
 
 echo "== interop (oidc-provider upstream, openid-client downstream)"
-HOMEROOM_BIN="$root/target/debug/homeroom" bash tests/interop/run.sh
+HOMEROOM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/homeroom" bash tests/interop/run.sh

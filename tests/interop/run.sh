@@ -22,7 +22,7 @@ fi
 
 if [ -z "${HOMEROOM_BIN:-}" ]; then
   (cd "$REPO" && cargo build -p homeroom)
-  export HOMEROOM_BIN="$REPO/target/debug/homeroom"
+  export HOMEROOM_BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/homeroom"
 else
   HOMEROOM_BIN="$(cd "$(dirname "$HOMEROOM_BIN")" && pwd)/$(basename "$HOMEROOM_BIN")"
   export HOMEROOM_BIN
