@@ -49,8 +49,18 @@ pub struct UpstreamHop {
     pub redirect_uri: String,
     /// SHA-256 of the value of the browser's flow cookie.
     pub binding_hash: String,
+    /// A portal launch: where to send the student once signed in.
+    #[serde(default)]
+    pub launch: Option<Launch>,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+/// The app a tile launch is for, and the page of it the portal asked for (allowlisted).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub app: ClientId,
+    pub target: Option<String>,
 }
 
 /// An SSO session (the browser's sign-in at Homeroom).

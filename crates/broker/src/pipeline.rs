@@ -18,7 +18,7 @@
 use crate::AppState;
 use crate::audit::{self, Ev};
 use crate::cookies::{self, CookieValue};
-use crate::flows::{AuthCode, AuthRequest, SsoSession, UpstreamHop, flows};
+use crate::flows::{AuthCode, AuthRequest, Launch, SsoSession, UpstreamHop, flows};
 use crate::guards;
 use crate::middleware::ClientIp;
 use crate::pages::{LoginPage, ProviderButton, html};
@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login/start", get(login_start))
         .route("/login/discover", get(login_discover))
         .route("/callback/{provider}", get(callback))
+        .route("/launch/{provider}", get(launch))
 }
 
 /// A refusal inside the pipeline: the catalogue entry plus the private detail for IT.
@@ -488,6 +489,21 @@ pub async fn start_upstream(
     prompt: Option<String>,
     login_hint: Option<String>,
 ) -> Response {
+    start_upstream_for(state, headers, browser, req, p, prompt, login_hint, None).await
+}
+
+/// [`start_upstream`] for a portal launch: the hop remembers which app to continue to.
+#[allow(clippy::too_many_arguments)]
+async fn start_upstream_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    browser: &str,
+    req: Option<&AuthRequest>,
+    p: &Registered,
+    prompt: Option<String>,
+    login_hint: Option<String>,
+    launch: Option<Launch>,
+) -> Response {
     let ref_id = req
         .map(|r| r.ref_id.clone())
         .unwrap_or_else(RefId::generate);
@@ -570,6 +586,7 @@ pub async fn start_upstream(
         pkce_verifier: verifier.clone(),
         redirect_uri: redirect_uri.clone(),
         binding_hash: sha256_hex(&binding),
+        launch,
         created_at: now,
         expires_at: now + state.settings.flow_ttl,
     };
@@ -621,9 +638,36 @@ async fn callback(
     Path(provider): Path<String>,
     headers: HeaderMap,
     Query(cb): Query<Callback>,
+    Query(extra): Query<LaunchQuery>,
 ) -> Response {
     let mut ctx = PageCtx::from_headers(&headers);
     let pid = ProviderId::new(provider);
+    // A portal tile (Clever Instant Login, ClassLink LaunchPad, GG4L Passport) delivers a
+    // code without our state. It is never redeemed: the login restarts with our own state;
+    // the student, signed in at the portal, sees no prompt.
+    if cb.state.as_deref().is_none_or(str::is_empty) && cb.code.is_some() {
+        if let Some(reg) = state.providers.get(&pid).filter(|r| is_portal(r)) {
+            let ref_id = RefId::generate();
+            let ev = Ev {
+                tenant: Some(reg.tenant().clone()),
+                provider: Some(pid.clone()),
+                ..Default::default()
+            };
+            audit::record(
+                &state,
+                Some(&ref_id),
+                "launch.restarted",
+                ev.detail(
+                    serde_json::json!({"why": "portal code without state is never redeemed"}),
+                ),
+            );
+            let mut to = format!("/launch/{}", enc(pid.as_str()));
+            if let Some(app) = extra.app.as_deref().filter(|a| !a.is_empty()) {
+                to.push_str(&format!("?app={}", enc(app)));
+            }
+            return respond::redirect(StatusCode::SEE_OTHER, &to);
+        }
+    }
     let ev = Ev {
         provider: Some(pid.clone()),
         ..Default::default()
@@ -797,9 +841,154 @@ async fn callback(
         &reg,
         &identity,
         req.as_ref(),
+        hop.launch.as_ref(),
         &ctx,
     )
     .await
+}
+
+fn is_portal(r: &Registered) -> bool {
+    matches!(
+        r.provider.kind(),
+        homeroom_providers::ProviderKind::Clever
+            | homeroom_providers::ProviderKind::ClassLink
+            | homeroom_providers::ProviderKind::Gg4l
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct LaunchQuery {
+    app: Option<String>,
+    target_link_uri: Option<String>,
+}
+
+/// `/launch/{provider}?app=ALIAS[&target_link_uri=URL]`: a tile launch. Starts a fresh,
+/// normal login at the provider with our own state and nonce (replacing whatever session
+/// the shared Chromebook had), then continues to the app. The app must be registered in
+/// the provider's tenant and the target allowlisted for it: never an open redirect.
+async fn launch(
+    State(state): State<AppState>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<LaunchQuery>,
+) -> Response {
+    let ctx = PageCtx::from_headers(&headers);
+    let ref_id = RefId::generate();
+    let pid = ProviderId::new(provider);
+    let ev = Ev {
+        provider: Some(pid.clone()),
+        ..Default::default()
+    };
+    let Some(reg) = state.providers.get(&pid).filter(|r| r.record.enabled) else {
+        let r = Refusal::new(
+            LoginError::ProviderUnknown {
+                provider: pid.to_string(),
+            },
+            "launch for an unknown or disabled provider",
+        );
+        return refuse(&state, &ref_id, &r, &ctx, ev);
+    };
+    let launch = match &q.app {
+        None => None,
+        Some(alias) => {
+            let app = state
+                .directory
+                .get_app(&homeroom_core::ClientId::new(alias.clone()))
+                .await
+                .ok()
+                .flatten();
+            let Some(app) = app.filter(|a| a.enabled && &a.tenant == reg.tenant()) else {
+                let r = Refusal::new(
+                    LoginError::TargetNotAllowed,
+                    format!(
+                        "launch names app {:?}, not an enabled app of the tenant",
+                        alias.chars().take(100).collect::<String>()
+                    ),
+                );
+                return refuse(&state, &ref_id, &r, &ctx, ev);
+            };
+            if let Some(t) = &q.target_link_uri {
+                if !target_allowed(&app, t) {
+                    let r = Refusal::new(
+                        LoginError::TargetNotAllowed,
+                        "target_link_uri is not allowlisted for the app",
+                    );
+                    return refuse(&state, &ref_id, &r, &ctx.app(app.name.clone()), ev);
+                }
+            }
+            Some(Launch {
+                app: app.client_id.clone(),
+                target: q.target_link_uri.clone(),
+            })
+        }
+    };
+    let (browser, _) = guards::browser_key(&state, &headers, ip);
+    audit::record(
+        &state,
+        Some(&ref_id),
+        "launch.start",
+        Ev {
+            tenant: Some(reg.tenant().clone()),
+            client: launch.as_ref().map(|l| l.app.clone()),
+            ..ev
+        },
+    );
+    start_upstream_for(&state, &headers, &browser, None, &reg, None, None, launch).await
+}
+
+/// A launch target must be the app's start URL or lie under one of its allowed origins.
+fn target_allowed(app: &homeroom_directory::AppRecord, target: &str) -> bool {
+    if app.start_url.as_deref() == Some(target) {
+        return true;
+    }
+    let Ok(t) = url::Url::parse(target) else {
+        return false;
+    };
+    if !matches!(t.scheme(), "https" | "http") || t.username() != "" || t.password().is_some() {
+        return false;
+    }
+    let origin = t.origin().ascii_serialization();
+    app.allowed_origins.iter().any(|o| o == &origin)
+}
+
+/// After a launch, the app: its `initiate_login_uri` (OIDC third-party-initiated login:
+/// `iss`, `login_hint`, `target_link_uri`), else its start URL, else a signed-in page.
+async fn continue_to_app(state: &AppState, launch: &Launch, account: &Account) -> Response {
+    let app = state.directory.get_app(&launch.app).await.ok().flatten();
+    let Some(app) = app else {
+        return crate::pages::message(
+            StatusCode::OK,
+            "You're signed in",
+            "You are signed in. Open the app again from your portal.",
+            None,
+        );
+    };
+    let hint = account
+        .email
+        .clone()
+        .or_else(|| account.username.clone())
+        .unwrap_or_else(|| account.id.to_string());
+    if let Some(init) = &app.initiate_login_uri {
+        let mut params = vec![
+            ("iss", state.settings.issuer.as_str()),
+            ("login_hint", hint.as_str()),
+        ];
+        let target = launch.target.clone().or_else(|| app.start_url.clone());
+        if let Some(t) = target.as_deref() {
+            params.push(("target_link_uri", t));
+        }
+        return respond::redirect(StatusCode::SEE_OTHER, &respond::with_query(init, &params));
+    }
+    if let Some(start) = launch.target.as_ref().or(app.start_url.as_ref()) {
+        return respond::redirect(StatusCode::SEE_OTHER, start);
+    }
+    crate::pages::message(
+        StatusCode::OK,
+        "You're signed in",
+        &format!("You are signed in. Open {} from your portal.", app.name),
+        None,
+    )
 }
 
 /// Step 5: which account is this, and may it sign in?
@@ -956,6 +1145,7 @@ async fn issue(
     reg: &Registered,
     identity: &UpstreamIdentity,
     req: Option<&AuthRequest>,
+    launch: Option<&Launch>,
     ctx: &PageCtx,
 ) -> Response {
     let ev = Ev {
@@ -1003,9 +1193,10 @@ async fn issue(
     }
     audit::record(state, Some(ref_id), "login.success", ev);
     let hash = sha256_hex(&raw);
-    let mut resp = match req {
-        Some(r) => issue_code(state, r, &hash, &session).await,
-        None => crate::pages::message(
+    let mut resp = match (req, launch) {
+        (Some(r), _) => issue_code(state, r, &hash, &session).await,
+        (None, Some(l)) => continue_to_app(state, l, account).await,
+        (None, None) => crate::pages::message(
             StatusCode::OK,
             "You're signed in",
             &format!(

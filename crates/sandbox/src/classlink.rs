@@ -209,10 +209,11 @@ async fn jwks(State(idp): State<ClassLinkIdp>) -> Response {
 
 async fn authorize_get(
     State(idp): State<ClassLinkIdp>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<HashMap<String, String>>,
 ) -> Response {
     idp.core().count("/oauth2/v2/auth");
-    idp.core().authorize(&p)
+    idp.core().authorize_in_session(&p, &headers)
 }
 
 async fn authorize_post(

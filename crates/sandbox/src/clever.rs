@@ -225,10 +225,11 @@ impl CleverIdp {
 
 async fn authorize_get(
     State(idp): State<CleverIdp>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<HashMap<String, String>>,
 ) -> Response {
     idp.core().count("/oauth/authorize");
-    idp.core().authorize(&p)
+    idp.core().authorize_in_session(&p, &headers)
 }
 
 async fn authorize_post(

@@ -199,10 +199,11 @@ impl Gg4lIdp {
 
 async fn authorize_get(
     State(idp): State<Gg4lIdp>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<HashMap<String, String>>,
 ) -> Response {
     idp.core().count("/oauth/auth");
-    idp.core().authorize(&p)
+    idp.core().authorize_in_session(&p, &headers)
 }
 
 async fn authorize_post(

@@ -262,9 +262,68 @@ impl PortalCore {
         code_redirect(&redirect_uri, &code, p.get("state").map(String::as_str))
     }
 
+    /// The name of the portal's session cookie (set by a tile click).
+    fn session_cookie(&self) -> String {
+        let name: String = self
+            .cfg
+            .portal_name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        format!("sbx_{}", name.to_ascii_lowercase())
+    }
+
+    /// Authorize inside the portal session: a student who clicked a tile is signed in at
+    /// the portal, so an authorization request without a hint is answered at once for that
+    /// student (as the real portals do; this is what makes a restarted launch silent).
+    pub fn authorize_in_session(
+        &self,
+        p: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Response {
+        let wanted = self.session_cookie();
+        let session_user = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(';'))
+            .find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == wanted).then(|| v.to_owned())
+            });
+        match session_user {
+            Some(u) if !p.contains_key("user") && !p.contains_key("login_hint") => {
+                let mut with = p.clone();
+                with.insert("login_hint".into(), u);
+                self.authorize(&with)
+            }
+            _ => self.authorize(p),
+        }
+    }
+
     /// A tile click: a fresh code for the client's **first** registered redirect URI and
-    /// no `state` (the portals' real launch behaviour).
+    /// no `state` (the portals' real launch behaviour). Also signs the student in at the
+    /// portal (session cookie).
     pub fn launch(&self, p: &HashMap<String, String>) -> Response {
+        let mut resp = self.launch_inner(p);
+        if resp.status().is_redirection()
+            && let Some(u) = p.get("user").filter(|u| {
+                u.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b'@'
+                })
+            })
+            && let Ok(v) = format!(
+                "{}={u}; Path=/; HttpOnly; SameSite=Lax",
+                self.session_cookie()
+            )
+            .parse()
+        {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+        resp
+    }
+
+    fn launch_inner(&self, p: &HashMap<String, String>) -> Response {
         let Some(client) = p.get("client_id").and_then(|c| self.client(c)) else {
             return bad_request_page("Unknown app.");
         };
