@@ -24,15 +24,14 @@ pub const BROWSER: &str = "hr_browser";
 /// The client's address: the socket peer, or the first `X-Forwarded-For` entry when the
 /// deployment says a proxy in front sets it.
 pub fn client_ip(state: &AppState, headers: &HeaderMap, ext: &http::Extensions) -> IpAddr {
-    if state.settings.trust_forwarded_for {
-        if let Some(ip) = headers
+    if state.settings.trust_forwarded_for
+        && let Some(ip) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        {
-            return ip;
-        }
+    {
+        return ip;
     }
     ext.get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
@@ -45,10 +44,10 @@ pub fn browser_key(
     headers: &HeaderMap,
     ip: IpAddr,
 ) -> (String, Option<HeaderValue>) {
-    if let CookieValue::One(v) = cookies::read(headers, BROWSER, state.settings.secure_cookies) {
-        if (20..=64).contains(&v.len()) {
-            return (format!("b:{}", sha256_hex(&v)), None);
-        }
+    if let CookieValue::One(v) = cookies::read(headers, BROWSER, state.settings.secure_cookies)
+        && (20..=64).contains(&v.len())
+    {
+        return (format!("b:{}", sha256_hex(&v)), None);
     }
     match crypto::random_token(24) {
         Ok(id) => {

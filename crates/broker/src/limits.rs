@@ -379,7 +379,7 @@ pub async fn verify(
     let Some(c) = open(&key, &a.challenge) else {
         return fail("challenge not issued by Homeroom");
     };
-    if c["kind"] != "challenge" || !c["exp"].as_i64().is_some_and(|e| e > state.now()) {
+    if c["kind"] != "challenge" || c["exp"].as_i64().is_none_or(|e| e <= state.now()) {
         return fail("challenge expired");
     }
     if c["bind"].as_str() != Some(binding(ip, &headers).as_str()) {

@@ -645,28 +645,27 @@ async fn callback(
     // A portal tile (Clever Instant Login, ClassLink LaunchPad, GG4L Passport) delivers a
     // code without our state. It is never redeemed: the login restarts with our own state;
     // the student, signed in at the portal, sees no prompt.
-    if cb.state.as_deref().is_none_or(str::is_empty) && cb.code.is_some() {
-        if let Some(reg) = state.providers.get(&pid).filter(|r| is_portal(r)) {
-            let ref_id = RefId::generate();
-            let ev = Ev {
-                tenant: Some(reg.tenant().clone()),
-                provider: Some(pid.clone()),
-                ..Default::default()
-            };
-            audit::record(
-                &state,
-                Some(&ref_id),
-                "launch.restarted",
-                ev.detail(
-                    serde_json::json!({"why": "portal code without state is never redeemed"}),
-                ),
-            );
-            let mut to = format!("/launch/{}", enc(pid.as_str()));
-            if let Some(app) = extra.app.as_deref().filter(|a| !a.is_empty()) {
-                to.push_str(&format!("?app={}", enc(app)));
-            }
-            return respond::redirect(StatusCode::SEE_OTHER, &to);
+    if cb.state.as_deref().is_none_or(str::is_empty)
+        && cb.code.is_some()
+        && let Some(reg) = state.providers.get(&pid).filter(is_portal)
+    {
+        let ref_id = RefId::generate();
+        let ev = Ev {
+            tenant: Some(reg.tenant().clone()),
+            provider: Some(pid.clone()),
+            ..Default::default()
+        };
+        audit::record(
+            &state,
+            Some(&ref_id),
+            "launch.restarted",
+            ev.detail(serde_json::json!({"why": "portal code without state is never redeemed"})),
+        );
+        let mut to = format!("/launch/{}", enc(pid.as_str()));
+        if let Some(app) = extra.app.as_deref().filter(|a| !a.is_empty()) {
+            to.push_str(&format!("?app={}", enc(app)));
         }
+        return respond::redirect(StatusCode::SEE_OTHER, &to);
     }
     let ev = Ev {
         provider: Some(pid.clone()),
@@ -908,14 +907,14 @@ async fn launch(
                 );
                 return refuse(&state, &ref_id, &r, &ctx, ev);
             };
-            if let Some(t) = &q.target_link_uri {
-                if !target_allowed(&app, t) {
-                    let r = Refusal::new(
-                        LoginError::TargetNotAllowed,
-                        "target_link_uri is not allowlisted for the app",
-                    );
-                    return refuse(&state, &ref_id, &r, &ctx.app(app.name.clone()), ev);
-                }
+            if let Some(t) = &q.target_link_uri
+                && !target_allowed(&app, t)
+            {
+                let r = Refusal::new(
+                    LoginError::TargetNotAllowed,
+                    "target_link_uri is not allowlisted for the app",
+                );
+                return refuse(&state, &ref_id, &r, &ctx.app(app.name.clone()), ev);
             }
             Some(Launch {
                 app: app.client_id.clone(),
