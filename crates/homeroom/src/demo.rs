@@ -27,8 +27,34 @@ pub const DEMO_REDIRECT: &str = "http://127.0.0.1:8081/cb";
 /// The prepared demo: the sandbox IdP and the secret Homeroom uses with it.
 pub struct Demo {
     idp: homeroom_sandbox::OidcIdp,
+    clever: homeroom_sandbox::CleverIdp,
+    classlink: homeroom_sandbox::ClassLinkIdp,
+    gg4l: homeroom_sandbox::Gg4lIdp,
     upstream_secret: String,
     issuer: String,
+}
+
+/// The demo's school portals: provider id, mount path, portal page.
+pub const PORTALS: [(&str, &str, &str); 3] = [
+    ("clever", "/sandbox/clever", "/sandbox/clever/portal"),
+    (
+        "classlink",
+        "/sandbox/classlink",
+        "/sandbox/classlink/launchpad",
+    ),
+    ("gg4l", "/sandbox/gg4l", "/sandbox/gg4l/passport"),
+];
+
+/// The client Homeroom is at a portal: tiles launch the demo app through Homeroom.
+fn portal_client(issuer: &str, provider: &str, secret: &str) -> homeroom_sandbox::SandboxClient {
+    homeroom_sandbox::SandboxClient {
+        client_id: "homeroom".into(),
+        client_secret: secret.to_owned(),
+        redirect_uris: vec![
+            format!("{issuer}/callback/{provider}?app={DEMO_APP}"),
+            format!("{issuer}/callback/{provider}"),
+        ],
+    }
 }
 
 impl Demo {
@@ -59,11 +85,32 @@ impl Demo {
                 redirect_uris: vec![format!("{issuer}/callback/{PROVIDER}")],
             }],
             users: homeroom_sandbox::demo_district_users(),
-            keys,
+            keys: keys.clone(),
             code_ttl_secs: 60,
         });
+        let mut clever_cfg = homeroom_sandbox::CleverIdpConfig::new(
+            vec![portal_client(issuer, "clever", &upstream_secret)],
+            homeroom_sandbox::demo_clever_district(),
+            keys.clone(),
+        );
+        clever_cfg.base_url = format!("{issuer}/sandbox/clever");
+        let mut classlink_cfg = homeroom_sandbox::ClassLinkIdpConfig::new(
+            vec![portal_client(issuer, "classlink", &upstream_secret)],
+            homeroom_sandbox::demo_classlink_tenant(),
+            keys.clone(),
+        );
+        classlink_cfg.base_url = format!("{issuer}/sandbox/classlink");
+        let mut gg4l_cfg = homeroom_sandbox::Gg4lIdpConfig::new(
+            vec![portal_client(issuer, "gg4l", &upstream_secret)],
+            homeroom_sandbox::demo_gg4l_district(),
+            keys.clone(),
+        );
+        gg4l_cfg.base_url = format!("{issuer}/sandbox/gg4l");
         Ok(Self {
             idp,
+            clever: homeroom_sandbox::CleverIdp::new(clever_cfg),
+            classlink: homeroom_sandbox::ClassLinkIdp::new(classlink_cfg),
+            gg4l: homeroom_sandbox::Gg4lIdp::new(gg4l_cfg),
             upstream_secret,
             issuer: issuer.to_owned(),
         })
@@ -136,6 +183,55 @@ impl Demo {
             DEMO_PUBLIC.into(),
             app(None, vec![DEMO_REDIRECT.into()], "Demo Public Client"),
         );
+        // The school portals, each with its sandbox page of tiles.
+        let portal = |kind: &str, name: &str, mut settings: BTreeMap<String, serde_json::Value>| {
+            settings.insert("client_id".to_owned(), serde_json::json!("homeroom"));
+            settings.insert(
+                "client_secret".to_owned(),
+                serde_json::json!(self.upstream_secret),
+            );
+            ProviderConfig {
+                tenant: TENANT.into(),
+                kind: kind.into(),
+                display_name: Some(name.into()),
+                enabled: true,
+                client_secret_env: None,
+                settings,
+            }
+        };
+        let base = |p: &str| serde_json::json!(format!("{issuer}/sandbox/{p}"));
+        let mut clever = BTreeMap::new();
+        clever.insert(
+            "district_ids".to_owned(),
+            serde_json::json!([homeroom_sandbox::DEMO_CLEVER_DISTRICT_ID]),
+        );
+        clever.insert("oauth_base".to_owned(), base("clever"));
+        clever.insert("api_base".to_owned(), base("clever"));
+        cfg.providers
+            .insert("clever".into(), portal("clever", "Clever", clever));
+        let mut classlink = BTreeMap::new();
+        classlink.insert(
+            "tenant_ids".to_owned(),
+            serde_json::json!([homeroom_sandbox::DEMO_CLASSLINK_TENANT_ID]),
+        );
+        classlink.insert("launchpad_base".to_owned(), base("classlink"));
+        classlink.insert("api_base".to_owned(), base("classlink"));
+        cfg.providers.insert(
+            "classlink".into(),
+            portal("classlink", "ClassLink", classlink),
+        );
+        let mut gg4l = BTreeMap::new();
+        gg4l.insert(
+            "district_ids".to_owned(),
+            serde_json::json!([homeroom_sandbox::DEMO_GG4L_DISTRICT_ID]),
+        );
+        gg4l.insert("base_url".to_owned(), base("gg4l"));
+        gg4l.insert(
+            "jwks_url".to_owned(),
+            serde_json::json!(self.gg4l.jwks_url()),
+        );
+        cfg.providers
+            .insert("gg4l".into(), portal("gg4l", "GG4L", gg4l));
     }
 
     /// The sandbox IdP and the demo app.
@@ -152,6 +248,9 @@ impl Demo {
             .with_state(app);
         Router::new()
             .nest("/sandbox/demo", self.idp.router())
+            .nest("/sandbox/clever", self.clever.router())
+            .nest("/sandbox/classlink", self.classlink.router())
+            .nest("/sandbox/gg4l", self.gg4l.router())
             .merge(demo_app)
     }
 }

@@ -11,17 +11,6 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-fn attr(html: &str, marker: &str) -> String {
-    html.split(marker)
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#38;", "&")
-        .replace("&amp;", "&")
-}
-
 #[tokio::test]
 async fn demo_signs_a_student_in_with_two_clicks() {
     let data = tempfile::tempdir().unwrap();
@@ -43,7 +32,16 @@ async fn demo_signs_a_student_in_with_two_clicks() {
     assert!(r.url().path().starts_with("/login"), "{}", r.url());
     let page = r.text().await.unwrap();
     // Click 1: the Demo District button.
-    let href = attr(&page, "href=\"/login/start");
+    let href = page
+        .split("href=\"/login/start")
+        .skip(1)
+        .find(|s| s.contains("provider=demo-idp"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
     let r = b
         .get(format!("{base}/login/start{href}"))
         .send()
@@ -279,4 +277,67 @@ async fn troubleshoot_prints_the_trace_of_a_refused_attempt() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn each_demo_portal_tile_signs_a_student_in_to_the_demo_app() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = homeroom::config::Config::default();
+    cfg.server.data_dir = Some(data.path().display().to_string());
+    let running = homeroom::start(homeroom::ServeOptions {
+        config: cfg,
+        listen: Some("127.0.0.1:0".into()),
+        public_url: None,
+        demo: true,
+        clock: None,
+    })
+    .await
+    .unwrap();
+    let base = running.issuer.clone();
+    // A different student per portal: one person's unverified portal email may not link to
+    // the account another portal created (that refusal has its own test in the broker).
+    for (i, (provider, _, page)) in homeroom::demo::PORTALS.into_iter().enumerate() {
+        let b = browser();
+        let portal_url = url::Url::parse(&format!("{base}{page}")).unwrap();
+        let html = b
+            .get(portal_url.clone())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // The first tile of someone with an email (the demo app greets by name or email).
+        let href = html
+            .split("class=\"tile\" href=\"")
+            .nth(1 + 2 * i)
+            .unwrap_or_else(|| panic!("{provider}: no tiles in {html}"))
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&#38;", "&")
+            .replace("&amp;", "&");
+        let r = b.get(portal_url.join(&href).unwrap()).send().await.unwrap();
+        if r.url().path() != "/demo/app" {
+            let url = r.url().clone();
+            let body = r.text().await.unwrap();
+            let code = body
+                .split("data-testid=\"error-code\">")
+                .nth(1)
+                .and_then(|s| s.split('<').next())
+                .unwrap_or("?");
+            let guidance = body
+                .split("<summary>For IT</summary><p>")
+                .nth(1)
+                .and_then(|s| s.split('<').next())
+                .unwrap_or("?");
+            panic!("{provider}: ended at {url} with {code}: {guidance}");
+        }
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("data-testid=\"who\""),
+            "{provider}: not signed in: {body}"
+        );
+    }
+    running.shutdown().await;
 }
