@@ -157,6 +157,52 @@ impl Directory {
         rows.iter().map(account_from_row).collect()
     }
 
+    /// Accounts of a tenant whose name, email or username contains `query` (case
+    /// insensitive; at least 3 characters), optionally with a role; newest sign-in first.
+    pub async fn search_accounts(
+        &self,
+        tenant: &TenantId,
+        query: &str,
+        role: Option<homeroom_core::Role>,
+        limit: i64,
+    ) -> Result<Vec<Account>, DirectoryError> {
+        let q = query.trim().to_lowercase();
+        if q.chars().count() < 3 {
+            return Err(DirectoryError::Invalid(
+                "search needs at least 3 characters".into(),
+            ));
+        }
+        let escaped: String = q
+            .chars()
+            .flat_map(|c| {
+                if matches!(c, '%' | '_' | '\\') {
+                    vec!['\\', c]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        let pattern = format!("%{escaped}%");
+        let rows = sqlx::query(
+            "SELECT * FROM accounts WHERE tenant_id = $1 AND (LOWER(COALESCE(name, '')) LIKE $2 ESCAPE '\\' OR COALESCE(email_norm, '') LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(username, '')) LIKE $2 ESCAPE '\\') ORDER BY COALESCE(last_sign_in_at, 0) DESC, id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(pattern)
+        .bind(limit.clamp(1, 200) * 4)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out: Vec<Account> = rows
+            .iter()
+            .map(account_from_row)
+            .collect::<Result<_, _>>()?;
+        if let Some(r) = role {
+            out.retain(|a| a.roles.contains(&r));
+        }
+        out.truncate(usize::try_from(limit.clamp(1, 200)).unwrap_or(50));
+        Ok(out)
+    }
+
     /// Links an upstream subject to an existing account. [`DirectoryError::Conflict`] when
     /// that `(provider, subject)` is linked already (to any account);
     /// [`DirectoryError::NotFound`] when the account does not exist.

@@ -20,6 +20,7 @@ mod error;
 mod keys;
 mod providers;
 pub mod records;
+pub mod roster;
 mod tenants;
 
 pub use audit::{AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT};
@@ -28,6 +29,10 @@ pub use codec::normalise_email;
 pub use db::{Backend, Directory};
 pub use error::DirectoryError;
 pub use records::*;
+pub use roster::{
+    AccountUpdate, RosterChanges, RosterClass, RosterEnrollment, RosterImport, RosterOrg,
+    RosterRole, RosterSnapshot, RosterUser, RosterUserStatus,
+};
 
 /// Opens the directory at `url`; same as [`Directory::connect`].
 pub async fn connect(url: &str) -> Result<Directory, DirectoryError> {

@@ -55,6 +55,52 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Import a OneRoster 1.1/1.2 CSV package (zip or folder) into a tenant's roster.
+    /// Exits 1, writing nothing, when the package fails validation.
+    ImportRoster {
+        /// A .zip file, or a folder holding manifest.csv.
+        path: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Validate and show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Link a new roster person to the one existing unrostered account with their email.
+        #[arg(long)]
+        adopt_existing: bool,
+        /// Map an extension role, e.g. `--map-role ext:coach=staff` (repeatable).
+        #[arg(long = "map-role", value_name = "EXT=ROLE")]
+        map_role: Vec<String>,
+        /// Print the full report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Directory URL (default: from the config, else sqlite://./data/homeroom.db).
+        #[arg(long)]
+        directory: Option<String>,
+    },
+    /// Serve a sandbox upstream OIDC IdP (generic flavour) with N synthetic students
+    /// `student{i}@{domain}`, as its own process (the surge benchmark's upstream).
+    /// A matching `login_hint` signs in at once (silent sign-in).
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        listen: String,
+        /// Issuer URL (default http://<listen>).
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long, default_value = "homeroom")]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        /// Homeroom's callback, e.g. http://127.0.0.1:8080/callback/sandbox (repeatable).
+        #[arg(long, required = true)]
+        redirect_uri: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value = "surge.homeroom.test")]
+        domain: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,11 +246,166 @@ async fn main() -> Result<()> {
                 ks.jwks()["keys"].as_array().map(Vec::len).unwrap_or(0)
             );
         }
+        Cmd::ImportRoster {
+            path,
+            tenant,
+            dry_run,
+            adopt_existing,
+            map_role,
+            json,
+            config,
+            directory,
+        } => {
+            let dir = open_directory(config, directory).await?;
+            let mut opts = homeroom_roster::ImportOptions {
+                dry_run,
+                adopt_existing,
+                ..Default::default()
+            };
+            for m in &map_role {
+                let (ext, role) = m
+                    .split_once('=')
+                    .with_context(|| format!("--map-role {m}: expected EXT=ROLE"))?;
+                let role = role
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--map-role {m}: unknown role {role}"))?;
+                opts.ext_roles.insert(ext.to_owned(), role);
+            }
+            if !import_roster(&dir, &tenant, &path, &opts, json).await? {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Sandbox {
+            listen,
+            issuer,
+            client_id,
+            client_secret,
+            redirect_uri,
+            users,
+            domain,
+        } => {
+            init_logs(false);
+            run_sandbox(
+                listen,
+                issuer,
+                homeroom_sandbox::SandboxClient {
+                    client_id,
+                    client_secret,
+                    redirect_uris: redirect_uri,
+                },
+                users,
+                domain,
+            )
+            .await?;
+        }
     }
+    Ok(())
+}
+
+/// Serves a generic-flavour sandbox IdP with `users` students until killed.
+async fn run_sandbox(
+    listen: String,
+    issuer: Option<String>,
+    client: homeroom_sandbox::SandboxClient,
+    users: usize,
+    domain: String,
+) -> Result<()> {
+    use homeroom_sandbox::{Flavour, OidcIdp, OidcIdpConfig, SandboxKeys, SandboxUser};
+    let people: Vec<SandboxUser> = (0..users)
+        .map(|i| {
+            SandboxUser::new(
+                &format!("student{i}"),
+                "Student",
+                &format!("Number{i}"),
+                &format!("student{i}@{domain}"),
+                "student",
+            )
+        })
+        .collect();
+    let keys = tokio::task::spawn_blocking(SandboxKeys::generate)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let mut config = OidcIdpConfig::new(Flavour::Generic, vec![client], people, keys);
+    config.issuer = issuer
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let idp = OidcIdp::new(config);
+    tracing::info!(%addr, issuer = %idp.issuer(), users, "sandbox IdP listening");
+    axum::serve(listener, idp.router()).await?;
     Ok(())
 }
 
 fn time_now() -> i64 {
     use homeroom_core::Clock;
     homeroom_core::SystemClock.now()
+}
+
+/// Runs a roster import with progress on stderr and the report on stdout; `false` when
+/// the import failed (nothing written).
+async fn import_roster(
+    dir: &homeroom_directory::Directory,
+    tenant: &str,
+    path: &std::path::Path,
+    opts: &homeroom_roster::ImportOptions,
+    json: bool,
+) -> Result<bool> {
+    use homeroom_roster::Progress;
+    use std::io::Write;
+    let mut current: Option<String> = None;
+    let mut progress = |p: Progress<'_>| {
+        let mut err = std::io::stderr().lock();
+        let line = match p {
+            Progress::Reading => format!("reading {}", path.display()),
+            Progress::Rows { file, rows } => {
+                let same = current.as_deref() == Some(file);
+                current = Some(file.to_owned());
+                let _ = write!(
+                    err,
+                    "{}  {file}: {rows} rows",
+                    if same { "\r" } else { "\n" }
+                );
+                return;
+            }
+            Progress::Planning => "checking references and conflicts".into(),
+            Progress::Applying { writes } => {
+                format!("applying {writes} changes in one transaction")
+            }
+            Progress::Done => "done".into(),
+        };
+        current = None;
+        let _ = write!(err, "\n{line}");
+    };
+    let report = homeroom_roster::import_path(
+        dir,
+        &homeroom_core::TenantId::new(tenant),
+        path,
+        opts,
+        &mut progress,
+    )
+    .await?;
+    eprintln!();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    let s = report.summary();
+    eprintln!(
+        "summary: {} added, {} updated, {} deactivated, {} conflicts{}",
+        s.added,
+        s.updated,
+        s.deactivated,
+        s.conflicts,
+        if report.succeeded() {
+            ""
+        } else {
+            " (FAILED: nothing written)"
+        }
+    );
+    Ok(report.succeeded())
 }
