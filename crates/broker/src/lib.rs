@@ -6,6 +6,7 @@
 //!
 //! Build the router with [`app`]; tests drive it with `tower::ServiceExt::oneshot`.
 
+pub mod admin;
 pub mod audit;
 pub mod cookies;
 pub mod flows;
@@ -20,6 +21,7 @@ pub mod pipeline;
 pub mod registry;
 pub mod respond;
 pub mod tokens;
+pub mod troubleshoot;
 
 use axum::Router;
 use homeroom_core::Clock;
@@ -101,6 +103,8 @@ pub struct AppState {
     /// The key challenges and passes are signed with, fetched once from the session store
     /// (where the first instance to need it created it).
     pub limit_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// Outbound HTTP (provider reloads, "test connection"), with timeouts and size caps.
+    pub http: homeroom_providers::http::HttpClient,
 }
 
 impl AppState {
@@ -122,6 +126,8 @@ impl AppState {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             clock,
             limit_secret: Arc::default(),
+            http: homeroom_providers::http::HttpClient::with_defaults()
+                .unwrap_or_else(|_| homeroom_providers::http::HttpClient::fallback()),
         }
     }
 
@@ -162,6 +168,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/challenge", axum::routing::post(limits::verify))
         .merge(oauth::routes())
+        .merge(admin::routes())
         .merge(pipeline::routes())
         .merge(pages::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))

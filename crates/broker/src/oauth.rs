@@ -52,7 +52,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "end_session_endpoint": format!("{i}/oauth2/logout"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": crate::keys::SUPPORTED_ALGS,
         "scopes_supported": SCOPES,
@@ -524,6 +524,7 @@ async fn token(State(state): State<AppState>, req: Request) -> Response {
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => grant_code(&state, &app, &form).await,
         Some("refresh_token") => grant_refresh(&state, &app, &form).await,
+        Some("client_credentials") => grant_client_credentials(&state, &app, &form).await,
         Some(_) => json_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -721,6 +722,93 @@ async fn token_response(
         }
     }
     json_no_store(body)
+}
+
+/// Client credentials (automation, e.g. the admin API): confidential clients only, and only
+/// scopes the app was given. The token's subject is the client itself.
+async fn grant_client_credentials(
+    state: &AppState,
+    app: &AppRecord,
+    form: &HashMap<String, String>,
+) -> Response {
+    if app.is_public() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "public clients cannot use client_credentials",
+        );
+    }
+    let scope: Vec<String> = form
+        .get("scope")
+        .map(|s| {
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if scope.is_empty()
+        || scope
+            .iter()
+            .any(|s| s == "openid" || s == "offline_access" || !app.allowed_scopes.contains(s))
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "ask for scopes the app was given (not openid or offline_access)",
+        );
+    }
+    let Ok(id) = crypto::random_token(16) else {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "randomness unavailable",
+        );
+    };
+    let family = Family {
+        id,
+        client_id: app.client_id.clone(),
+        tenant: app.tenant.clone(),
+        account: homeroom_core::AccountId::new(format!("client:{}", app.client_id)),
+        session_hash: String::new(),
+        scope,
+        auth_time: state.now(),
+        nonce: None,
+        expires_at: state.now() + state.settings.access_token_ttl,
+    };
+    if let Err(e) = flows(state).put_family(&family).await {
+        tracing::error!(error = %e, "session store error at token endpoint");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "try again",
+        );
+    }
+    let at = match tokens::access_token(state, &family, &app.id_token_alg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "signing failed");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "signing failed",
+            );
+        }
+    };
+    audit::record(
+        state,
+        None,
+        "token.issued",
+        Ev {
+            tenant: Some(app.tenant.clone()),
+            client: Some(app.client_id.clone()),
+            ..Default::default()
+        }
+        .detail(serde_json::json!({"grant": "client_credentials", "scope": family.scope})),
+    );
+    json_no_store(serde_json::json!({
+        "access_token": at, "token_type": "Bearer", "expires_in": state.settings.access_token_ttl, "scope": family.scope.join(" "),
+    }))
 }
 
 async fn grant_refresh(

@@ -106,6 +106,11 @@ pub struct TenantConfig {
     /// rate-limit budget, so a whole school signing in at 8 a.m. is not challenged.
     #[serde(default)]
     pub trusted_networks: Vec<String>,
+    /// Bootstrap IT admins (emails): on first start an account with the `it_admin` role is
+    /// created for each; when that person signs in through a provider that vouches for the
+    /// address, the sign-in links to it.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 fn d30() -> i64 {
     30
@@ -221,7 +226,14 @@ pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
 }
 
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
-const KNOWN_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
+const KNOWN_SCOPES: [&str; 6] = [
+    "openid",
+    "profile",
+    "email",
+    "offline_access",
+    "roles",
+    "homeroom:admin",
+];
 
 fn is_loopback_http(u: &url::Url) -> bool {
     u.scheme() == "http"
@@ -336,6 +348,17 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 out.push(problem(
                     format!("{base}.domains[{i}]"),
                     format!("domain also belongs to tenant {other}"),
+                ));
+            }
+        }
+        for (i, a) in t.admins.iter().enumerate() {
+            let domain_ok = a.rsplit_once('@').is_some_and(|(l, d)| {
+                !l.is_empty() && t.domains.iter().any(|td| td.eq_ignore_ascii_case(d))
+            });
+            if !domain_ok {
+                out.push(problem(
+                    format!("{base}.admins[{i}]"),
+                    "must be an email of one of the tenant's domains",
                 ));
             }
         }
@@ -500,6 +523,30 @@ pub async fn import(
             session_warning_secs: (t.session_idle_minutes - t.session_warning_minutes) * 60,
         })
         .await?;
+    }
+    for (id, t) in &cfg.tenants {
+        let tenant = TenantId::new(id.clone());
+        for email in &t.admins {
+            if dir.find_accounts_by_email(&tenant, email).await?.is_empty() {
+                let now = homeroom_core::Clock::now(&homeroom_core::SystemClock);
+                let account = homeroom_directory::Account {
+                    id: homeroom_core::AccountId::generate(),
+                    tenant: tenant.clone(),
+                    status: homeroom_directory::AccountStatus::Active,
+                    email: Some(email.trim().to_ascii_lowercase()),
+                    email_verified: true,
+                    name: None,
+                    given_name: None,
+                    family_name: None,
+                    username: None,
+                    roles: vec![homeroom_core::Role::ItAdmin],
+                    created_at: now,
+                    last_sign_in_at: None,
+                    sign_in_count: 0,
+                };
+                dir.create_account(&account, None).await?;
+            }
+        }
     }
     for (id, p) in &cfg.providers {
         dir.upsert_provider(&ProviderRecord {

@@ -128,6 +128,7 @@ impl Demo {
                 session_warning_minutes: 25,
                 session_absolute_hours: 12,
                 trusted_networks: vec![],
+                admins: vec![],
             },
         );
         let mut settings = BTreeMap::new();

@@ -57,6 +57,7 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             session_warning_minutes: 25,
             session_absolute_hours: 12,
             trusted_networks: vec![],
+            admins: vec![],
         },
     );
     let mut settings = BTreeMap::new();

@@ -91,6 +91,8 @@ pub struct HttpResponse {
     pub content_type: Option<String>,
     /// The body (at most the cap).
     pub body: Vec<u8>,
+    /// The response's `Date` header as Unix seconds (the peer's clock), if present.
+    pub date: Option<i64>,
 }
 
 impl HttpResponse {
@@ -119,6 +121,15 @@ impl HttpClient {
             .build()
             .map_err(|e| HttpError::Other(e.to_string()))?;
         Ok(Self { inner, limits })
+    }
+
+    /// reqwest's default client (it follows redirects) with default limits: only for
+    /// constructors that cannot return an error, when [`HttpClient::with_defaults`] failed.
+    pub fn fallback() -> Self {
+        Self {
+            inner: reqwest::Client::default(),
+            limits: HttpLimits::default(),
+        }
     }
 
     /// A client with default limits (5 s, 1 MiB).
@@ -227,6 +238,14 @@ impl HttpClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| {
+                time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc2822).ok()
+            })
+            .map(time::OffsetDateTime::unix_timestamp);
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -242,6 +261,7 @@ impl HttpClient {
             status,
             content_type,
             body,
+            date,
         })
     }
 }

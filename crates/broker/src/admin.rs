@@ -1,0 +1,922 @@
+//! The admin REST API under `/admin/api` (JSON), with its OpenAPI 3 document at
+//! `/admin/api/openapi.json` generated from these handlers and types.
+//!
+//! Authentication: a Bearer access token issued by this Homeroom, either to an app by the
+//! client-credentials grant with the `homeroom:admin` scope (automation), or to a person
+//! whose account holds the `it_admin` role (admins sign in through Homeroom itself). Every
+//! request is scoped to that token's tenant: objects of other tenants are "not found".
+//! Every change writes an audit event naming who made it. Bad input gets 400 with the
+//! field and the reason, and changes nothing.
+
+use crate::AppState;
+use crate::audit::{self, Ev};
+use crate::troubleshoot;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use homeroom_core::{AccountId, ProviderId, RefId, Role, TenantId};
+use homeroom_directory::{AccountStatus, AuditFilter};
+use http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+/// The scope that makes a client-credentials token an admin token.
+pub const ADMIN_SCOPE: &str = "homeroom:admin";
+
+/// Who is calling, and for which tenant.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub tenant: TenantId,
+    /// `account:<id>` or `client:<id>`, for the audit log.
+    pub actor: String,
+}
+
+/// The error body of every admin endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    pub error: String,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+fn api_error(status: StatusCode, error: &str, field: Option<&str>, reason: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(ApiError {
+            error: error.into(),
+            field: field.map(str::to_owned),
+            reason: reason.into(),
+        }),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+fn bad(field: &str, reason: &str) -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        Some(field),
+        reason,
+    )
+}
+
+fn not_found(what: &str) -> Response {
+    api_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        &format!("no such {what} in your tenant"),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin API internal error");
+    api_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        None,
+        "internal error; see the server log",
+    )
+}
+
+/// Authenticates an admin request.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Admin, Response> {
+    let token = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(h) if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") => {
+            h[7..].trim().to_owned()
+        }
+        _ => {
+            return Err(api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                None,
+                "send an admin access token as Bearer",
+            ));
+        }
+    };
+    let Some(active) = crate::tokens::validate_access_token(state, &token).await else {
+        return Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            None,
+            "the access token is invalid, expired or revoked",
+        ));
+    };
+    let scope = active.claims["scope"].as_str().unwrap_or("");
+    if active.family.account.as_str().starts_with("client:") {
+        if scope.split(' ').any(|s| s == ADMIN_SCOPE) {
+            return Ok(Admin {
+                tenant: active.family.tenant.clone(),
+                actor: active.family.account.to_string(),
+            });
+        }
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            None,
+            "the token lacks the homeroom:admin scope",
+        ));
+    }
+    match state.directory.get_account(&active.family.account).await {
+        Ok(Some(a)) if a.status == AccountStatus::Active && a.roles.contains(&Role::ItAdmin) => {
+            Ok(Admin {
+                tenant: a.tenant.clone(),
+                actor: format!("account:{}", a.id),
+            })
+        }
+        Ok(_) => Err(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            None,
+            "the account is not an active it_admin",
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+macro_rules! admin {
+    ($state:expr, $headers:expr) => {
+        match authenticate(&$state, &$headers).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn changed(state: &AppState, admin: &Admin, kind: &str, detail: serde_json::Value) {
+    let mut d = detail;
+    if let Some(o) = d.as_object_mut() {
+        o.insert("by".into(), serde_json::json!(admin.actor));
+    }
+    audit::record(
+        state,
+        None,
+        kind,
+        Ev {
+            tenant: Some(admin.tenant.clone()),
+            ..Default::default()
+        }
+        .detail(d),
+    );
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantOut {
+    pub id: String,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub session_idle_secs: i64,
+    pub session_absolute_secs: i64,
+}
+
+/// The caller's tenant.
+#[utoipa::path(get, path = "/admin/api/tenant", responses((status = 200, body = TenantOut), (status = 401, body = ApiError)), security(("bearer" = [])))]
+pub async fn tenant(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = admin!(state, headers);
+    match state.directory.get_tenant(&admin.tenant).await {
+        Ok(Some(t)) => axum::Json(TenantOut {
+            id: t.id.to_string(),
+            name: t.name,
+            domains: t.domains,
+            session_idle_secs: t.session_idle_secs,
+            session_absolute_secs: t.session_absolute_secs,
+        })
+        .into_response(),
+        Ok(None) => not_found("tenant"),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderOut {
+    pub id: String,
+    pub kind: String,
+    pub display_name: String,
+    pub enabled: bool,
+    /// Settings without secrets.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+fn redact(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        for (k, val) in o.iter_mut() {
+            if k.contains("secret") || k.contains("password") || k.contains("key") {
+                *val = serde_json::json!("[redacted]");
+            }
+        }
+    }
+    v
+}
+
+/// The tenant's upstream providers.
+#[utoipa::path(get, path = "/admin/api/providers", responses((status = 200, body = [ProviderOut])), security(("bearer" = [])))]
+pub async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = admin!(state, headers);
+    match state.directory.list_providers(Some(&admin.tenant)).await {
+        Ok(list) => axum::Json(
+            list.into_iter()
+                .map(|p| ProviderOut {
+                    id: p.id.to_string(),
+                    kind: p.kind,
+                    display_name: p.display_name,
+                    enabled: p.enabled,
+                    config: redact(p.config),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderPatch {
+    pub enabled: Option<bool>,
+    pub display_name: Option<String>,
+}
+
+/// Enables, disables or renames a provider.
+#[utoipa::path(patch, path = "/admin/api/providers/{id}", request_body = ProviderPatch, responses((status = 200, body = ProviderOut), (status = 400, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn patch_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<axum::Json<ProviderPatch>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let axum::Json(patch) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("body", &e.body_text()),
+    };
+    if let Some(n) = &patch.display_name
+        && (n.trim().is_empty() || n.len() > 100)
+    {
+        return bad("display_name", "must be 1 to 100 characters");
+    }
+    let mut rec = match state.directory.get_provider(&ProviderId::new(id)).await {
+        Ok(Some(p)) if p.tenant == admin.tenant => p,
+        Ok(_) => return not_found("provider"),
+        Err(e) => return internal(e),
+    };
+    if let Some(e) = patch.enabled {
+        rec.enabled = e;
+    }
+    if let Some(n) = patch.display_name {
+        rec.display_name = n.trim().to_owned();
+    }
+    if let Err(e) = state.directory.upsert_provider(&rec).await {
+        return internal(e);
+    }
+    if let Err(e) = state
+        .providers
+        .reload(&state.directory, &state.http, state.clock.clone())
+        .await
+    {
+        return internal(e);
+    }
+    changed(
+        &state,
+        &admin,
+        "admin.provider_changed",
+        serde_json::json!({"provider": rec.id, "enabled": rec.enabled, "display_name": rec.display_name}),
+    );
+    axum::Json(ProviderOut {
+        id: rec.id.to_string(),
+        kind: rec.kind,
+        display_name: rec.display_name,
+        enabled: rec.enabled,
+        config: redact(rec.config),
+    })
+    .into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionCheck {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// "Test connection": fetches the provider's discovery document and JWKS, checks the
+/// issuer and the clock against the provider's.
+#[utoipa::path(post, path = "/admin/api/providers/{id}/test", responses((status = 200, body = [ConnectionCheck]), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn test_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let rec = match state.directory.get_provider(&ProviderId::new(id)).await {
+        Ok(Some(p)) if p.tenant == admin.tenant => p,
+        Ok(_) => return not_found("provider"),
+        Err(e) => return internal(e),
+    };
+    let mut checks = Vec::new();
+    let issuer = rec.config["issuer"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| match rec.kind.as_str() {
+            "google" => Some("https://accounts.google.com".to_owned()),
+            "microsoft" => rec.config["tenant"].as_str().map(|t| {
+                format!(
+                    "{}/{t}/v2.0",
+                    rec.config["authority"]
+                        .as_str()
+                        .unwrap_or("https://login.microsoftonline.com")
+                )
+            }),
+            _ => None,
+        });
+    let Some(issuer) = issuer else {
+        checks.push(ConnectionCheck {
+            check: "discovery".into(),
+            ok: true,
+            detail: format!(
+                "{} providers have fixed endpoints; sign in once to test them",
+                rec.kind
+            ),
+        });
+        return axum::Json(checks).into_response();
+    };
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    match state.http.get(&url, None).await {
+        Ok(resp) if resp.is_success() => {
+            let doc: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+            checks.push(ConnectionCheck {
+                check: "discovery".into(),
+                ok: true,
+                detail: format!("fetched {url}"),
+            });
+            let their = doc["issuer"].as_str().unwrap_or("");
+            let issuer_ok = their == issuer || their.contains("{tenantid}");
+            checks.push(ConnectionCheck {
+                check: "issuer".into(),
+                ok: issuer_ok,
+                detail: if issuer_ok {
+                    format!("issuer {their}")
+                } else {
+                    format!("configured {issuer}, provider says {their}")
+                },
+            });
+            if let Some(jwks) = doc["jwks_uri"].as_str() {
+                match state.http.get(jwks, None).await {
+                    Ok(j) if j.is_success() => {
+                        let keys: serde_json::Value =
+                            serde_json::from_slice(&j.body).unwrap_or_default();
+                        let n = keys["keys"].as_array().map(Vec::len).unwrap_or(0);
+                        checks.push(ConnectionCheck {
+                            check: "jwks".into(),
+                            ok: n > 0,
+                            detail: format!("{n} key(s) published"),
+                        });
+                    }
+                    Ok(j) => checks.push(ConnectionCheck {
+                        check: "jwks".into(),
+                        ok: false,
+                        detail: format!("HTTP {}", j.status),
+                    }),
+                    Err(e) => checks.push(ConnectionCheck {
+                        check: "jwks".into(),
+                        ok: false,
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+            if let Some(date) = resp.date {
+                let skew = (date - state.now()).abs();
+                checks.push(ConnectionCheck {
+                    check: "clock".into(),
+                    ok: skew <= 60,
+                    detail: format!("provider's clock differs by {skew} s"),
+                });
+            }
+        }
+        Ok(resp) => checks.push(ConnectionCheck {
+            check: "discovery".into(),
+            ok: false,
+            detail: format!("{url} answered HTTP {}", resp.status),
+        }),
+        Err(e) => checks.push(ConnectionCheck {
+            check: "discovery".into(),
+            ok: false,
+            detail: format!("{url}: {e}"),
+        }),
+    }
+    changed(
+        &state,
+        &admin,
+        "admin.provider_tested",
+        serde_json::json!({"provider": rec.id, "ok": checks.iter().all(|c| c.ok)}),
+    );
+    axum::Json(checks).into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppOut {
+    pub client_id: String,
+    pub name: String,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub enabled: bool,
+}
+
+/// The tenant's apps.
+#[utoipa::path(get, path = "/admin/api/apps", responses((status = 200, body = [AppOut])), security(("bearer" = [])))]
+pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = admin!(state, headers);
+    match state.directory.list_apps(Some(&admin.tenant)).await {
+        Ok(list) => axum::Json(
+            list.into_iter()
+                .map(|a| AppOut {
+                    public: a.is_public(),
+                    client_id: a.client_id.to_string(),
+                    name: a.name,
+                    redirect_uris: a.redirect_uris,
+                    enabled: a.enabled,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountOut {
+    pub id: String,
+    pub status: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+    pub last_sign_in_at: Option<i64>,
+    pub sign_in_count: i64,
+    pub providers: Vec<String>,
+}
+
+async fn account_out(state: &AppState, a: homeroom_directory::Account) -> AccountOut {
+    let providers = state
+        .directory
+        .links_for_account(&a.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.provider.to_string())
+        .collect();
+    AccountOut {
+        id: a.id.to_string(),
+        status: a.status.as_str().into(),
+        email: a.email,
+        email_verified: a.email_verified,
+        name: a.name,
+        username: a.username,
+        roles: a.roles.iter().map(ToString::to_string).collect(),
+        created_at: a.created_at,
+        last_sign_in_at: a.last_sign_in_at,
+        sign_in_count: a.sign_in_count,
+        providers,
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AccountQuery {
+    /// At least 3 letters of a name, email or username.
+    pub q: String,
+    /// Only accounts with this role (`student`, `teacher`, ...).
+    pub role: Option<String>,
+}
+
+/// Searches accounts of the tenant.
+#[utoipa::path(get, path = "/admin/api/accounts", params(AccountQuery), responses((status = 200, body = [AccountOut]), (status = 400, body = ApiError)), security(("bearer" = [])))]
+pub async fn accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AccountQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let Ok(Query(q)) = q else {
+        return bad(
+            "q",
+            "required: at least 3 letters of a name, email or username",
+        );
+    };
+    if q.q.trim().chars().count() < 3 {
+        return bad("q", "at least 3 characters");
+    }
+    let role = match q.role.as_deref().map(str::parse::<Role>) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(_)) => return bad("role", "unknown role"),
+    };
+    match state
+        .directory
+        .search_accounts(&admin.tenant, &q.q, role, 50)
+        .await
+    {
+        Ok(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                out.push(account_out(&state, a).await);
+            }
+            axum::Json(out).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn own_account(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+) -> Result<homeroom_directory::Account, Response> {
+    match state.directory.get_account(&AccountId::new(id)).await {
+        Ok(Some(a)) if a.tenant == admin.tenant => Ok(a),
+        Ok(_) => Err(not_found("account")),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// One account.
+#[utoipa::path(get, path = "/admin/api/accounts/{id}", responses((status = 200, body = AccountOut), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = admin!(state, headers);
+    match own_account(&state, &admin, &id).await {
+        Ok(a) => axum::Json(account_out(&state, a).await).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// `active`, `suspended` or `archived`.
+    pub status: String,
+}
+
+/// Activates, suspends or archives an account.
+#[utoipa::path(post, path = "/admin/api/accounts/{id}/status", request_body = StatusChange, responses((status = 200, body = AccountOut), (status = 400, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn account_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<axum::Json<StatusChange>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let axum::Json(change) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("body", &e.body_text()),
+    };
+    let Some(status) = AccountStatus::parse(&change.status) else {
+        return bad("status", "must be active, suspended or archived");
+    };
+    let a = match own_account(&state, &admin, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if let Err(e) = state.directory.set_account_status(&a.id, status).await {
+        return internal(e);
+    }
+    changed(
+        &state,
+        &admin,
+        "admin.account_status",
+        serde_json::json!({"account": a.id, "from": a.status.as_str(), "to": status.as_str()}),
+    );
+    match own_account(&state, &admin, &id).await {
+        Ok(a) => axum::Json(account_out(&state, a).await).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    pub code: Option<String>,
+    pub kind: Option<String>,
+    pub provider: Option<String>,
+    pub app: Option<String>,
+    pub account: Option<String>,
+    /// Unix milliseconds.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: String,
+    pub reference: Option<String>,
+    pub at_ms: i64,
+    pub kind: String,
+    pub code: Option<String>,
+    pub provider: Option<String>,
+    pub app: Option<String>,
+    pub account: Option<String>,
+}
+
+/// Audit events of the tenant, newest first.
+#[utoipa::path(get, path = "/admin/api/events", params(AuditQuery), responses((status = 200, body = [EventOut]), (status = 400, body = ApiError)), security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad("query", &e.body_text()),
+    };
+    if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return bad("limit", "between 1 and 1000");
+    }
+    let filter = AuditFilter {
+        tenant: Some(admin.tenant.clone()),
+        code: q.code,
+        kind: q.kind,
+        provider: q.provider.map(ProviderId::new),
+        client: q.app.map(homeroom_core::ClientId::new),
+        account: q.account.map(AccountId::new),
+        since_ms: q.since,
+        until_ms: q.until,
+        limit: q.limit.unwrap_or(100),
+    };
+    match state.directory.list_audit(&filter).await {
+        Ok(list) => axum::Json(
+            list.into_iter()
+                .map(|e| EventOut {
+                    id: e.id,
+                    reference: e.ref_id.map(|r| r.to_string()),
+                    at_ms: e.at_ms,
+                    kind: e.kind,
+                    code: e.code,
+                    provider: e.provider.map(|p| p.to_string()),
+                    app: e.client.map(|c| c.to_string()),
+                    account: e.account.map(|a| a.to_string()),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The whole trace of one attempt, by its reference id.
+#[utoipa::path(get, path = "/admin/api/trace/{reference}", responses((status = 200, body = [troubleshoot::TraceStep]), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn trace(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Response {
+    let admin = admin!(state, headers);
+    state.audit.flush().await;
+    match troubleshoot::trace(
+        &state.directory,
+        &RefId::new(reference),
+        Some(&admin.tenant),
+    )
+    .await
+    {
+        Ok(steps) if steps.is_empty() => not_found("reference"),
+        Ok(steps) => axum::Json(steps).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct TroubleshootQuery {
+    /// An email, a username, at least 3 letters of a name, or a reference id (`HR-...`).
+    pub q: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TroubleshootOut {
+    pub accounts: Vec<troubleshoot::AccountReport>,
+    pub trace: Vec<troubleshoot::TraceStep>,
+}
+
+/// The troubleshooter: one box, one answer.
+#[utoipa::path(get, path = "/admin/api/troubleshoot", params(TroubleshootQuery), responses((status = 200, body = TroubleshootOut), (status = 400, body = ApiError)), security(("bearer" = [])))]
+pub async fn troubleshoot_handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<TroubleshootQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let Ok(Query(q)) = q else {
+        return bad("q", "required");
+    };
+    let query = q.q.trim();
+    if query.chars().count() < 3 || query.len() > 320 {
+        return bad("q", "3 to 320 characters");
+    }
+    state.audit.flush().await;
+    if query.starts_with("HR-") {
+        return match troubleshoot::trace(&state.directory, &RefId::new(query), Some(&admin.tenant))
+            .await
+        {
+            Ok(trace) => axum::Json(TroubleshootOut {
+                accounts: Vec::new(),
+                trace,
+            })
+            .into_response(),
+            Err(e) => internal(e),
+        };
+    }
+    let found = match troubleshoot::find(&state.directory, &admin.tenant, query).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
+    let mut accounts = Vec::new();
+    for a in found.iter().take(5) {
+        match troubleshoot::account_report(&state.directory, a, state.now()).await {
+            Ok(r) => accounts.push(r),
+            Err(e) => return internal(e),
+        }
+    }
+    axum::Json(TroubleshootOut {
+        accounts,
+        trace: Vec::new(),
+    })
+    .into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LimitOut {
+    /// `challenged` or `blocked`.
+    pub state: String,
+    pub class: String,
+    pub key: String,
+}
+
+/// Keys currently challenged or blocked by the rate limits.
+#[utoipa::path(get, path = "/admin/api/limits", responses((status = 200, body = [LimitOut])), security(("bearer" = [])))]
+pub async fn limits(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let _admin = admin!(state, headers);
+    let list = crate::limits::listed(&state).await;
+    axum::Json(
+        list.into_iter()
+            .map(|(s, c, k)| LimitOut {
+                state: s,
+                class: c,
+                key: k,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiftLimit {
+    pub key: String,
+}
+
+/// Lifts the limit on a key.
+#[utoipa::path(post, path = "/admin/api/limits/lift", request_body = LiftLimit, responses((status = 200), (status = 400, body = ApiError)), security(("bearer" = [])))]
+pub async fn lift_limit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::Json<LiftLimit>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let axum::Json(l) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("body", &e.body_text()),
+    };
+    if !l.key.starts_with("rl:") || l.key.len() > 200 {
+        return bad("key", "a key from GET /admin/api/limits");
+    }
+    let lifted = crate::limits::lift(&state, &l.key).await;
+    changed(
+        &state,
+        &admin,
+        "admin.limit_lifted",
+        serde_json::json!({"key": l.key, "lifted": lifted}),
+    );
+    axum::Json(serde_json::json!({"lifted": lifted})).into_response()
+}
+
+/// Imports a OneRoster package (the zip as the request body). `?dry_run=true` validates and
+/// reports without writing.
+#[utoipa::path(post, path = "/admin/api/rosters", request_body(content = Vec<u8>, content_type = "application/zip"), responses((status = 200, body = Object), (status = 400, body = Object)), security(("bearer" = [])))]
+pub async fn import_roster(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let admin = admin!(state, headers);
+    if body.is_empty() {
+        return bad("body", "send the OneRoster zip as the request body");
+    }
+    let opts = homeroom_roster::ImportOptions {
+        dry_run: q.get("dry_run").is_some_and(|v| v == "true"),
+        ..Default::default()
+    };
+    let mut progress = |_p: homeroom_roster::Progress<'_>| {};
+    match homeroom_roster::import_zip_bytes(
+        &state.directory,
+        &admin.tenant,
+        body.to_vec(),
+        &opts,
+        &mut progress,
+    )
+    .await
+    {
+        Ok(report) => {
+            let ok = matches!(report.status, homeroom_roster::ImportStatus::Ok);
+            changed(
+                &state,
+                &admin,
+                "admin.roster_import",
+                serde_json::json!({"ok": ok, "dry_run": opts.dry_run}),
+            );
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (
+                status,
+                axum::Json(serde_json::to_value(&report).unwrap_or_default()),
+            )
+                .into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Homeroom admin API", description = "Configure a tenant's providers and apps, search accounts, read audit events and traces, run the troubleshooter, lift rate limits, import rosters."),
+    paths(tenant, providers, patch_provider, test_provider, apps, accounts, account, account_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Response {
+    axum::Json(ApiDoc::openapi()).into_response()
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/api/openapi.json", get(openapi))
+        .route("/admin/api/tenant", get(tenant))
+        .route("/admin/api/providers", get(providers))
+        .route(
+            "/admin/api/providers/{id}",
+            axum::routing::patch(patch_provider),
+        )
+        .route("/admin/api/providers/{id}/test", post(test_provider))
+        .route("/admin/api/apps", get(apps))
+        .route("/admin/api/accounts", get(accounts))
+        .route("/admin/api/accounts/{id}", get(account))
+        .route("/admin/api/accounts/{id}/status", post(account_status))
+        .route("/admin/api/events", get(events))
+        .route("/admin/api/trace/{reference}", get(trace))
+        .route("/admin/api/troubleshoot", get(troubleshoot_handler))
+        .route("/admin/api/limits", get(limits))
+        .route("/admin/api/limits/lift", post(lift_limit))
+        .route(
+            "/admin/api/rosters",
+            post(import_roster).layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
+}

@@ -1,0 +1,528 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The admin API: authentication (client credentials with the admin scope, or a signed-in
+//! it_admin), authorisation per tenant, bad input refused with field and reason and nothing
+//! changed, every change audited, the troubleshooter, limits, the OpenAPI document.
+
+mod common;
+use common::*;
+use homeroom_core::{AccountId, ClientId, Role, TenantId};
+use homeroom_directory::{Account, AccountStatus};
+
+const BOT: &str = "admin-bot";
+const BOT_SECRET: &str = "admin-bot-secret";
+
+async fn bot_token(h: &Harness, client: &str, tenant: &str, scope: &str) -> reqwest::Response {
+    let mut app = app_record(client, Some(BOT_SECRET), "ES256");
+    app.client_id = ClientId::new(client);
+    app.tenant = TenantId::new(tenant);
+    app.allowed_scopes.push("homeroom:admin".into());
+    h.state.directory.upsert_app(&app).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth(client, Some(BOT_SECRET))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn admin_token(h: &Harness) -> String {
+    let r = bot_token(h, BOT, "t1", "homeroom:admin").await;
+    assert_eq!(r.status(), 200);
+    json(r).await["access_token"].as_str().unwrap().to_owned()
+}
+
+fn api(h: &Harness, token: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .request(method, format!("{}/admin/api{path}", h.base))
+        .bearer_auth(token)
+}
+
+#[tokio::test]
+async fn authentication_and_tenant_scoping() {
+    let h = harness().await;
+    // No token, a bad token.
+    let r = reqwest::get(format!("{}/admin/api/tenant", h.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        api(&h, "nope", reqwest::Method::GET, "/tenant")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Client credentials: only scopes the app was given.
+    let r = bot_token(&h, BOT, "t1", "homeroom:admin openid").await;
+    assert_eq!(json(r).await["error"], "invalid_scope");
+    let token = admin_token(&h).await;
+    let t = json(
+        api(&h, &token, reqwest::Method::GET, "/tenant")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(t["id"], "t1");
+    // A token without the admin scope is refused.
+    let mut plain = app_record("plain-bot", Some(BOT_SECRET), "RS256");
+    plain.allowed_scopes = vec!["profile".into()];
+    h.state.directory.upsert_app(&plain).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth("plain-bot", Some(BOT_SECRET))
+        .form(&[("grant_type", "client_credentials"), ("scope", "profile")])
+        .send()
+        .await
+        .unwrap();
+    let plain_token = json(r).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api(&h, &plain_token, reqwest::Method::GET, "/tenant")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // Another tenant's admin sees nothing of t1.
+    let b = browser();
+    let (code, v) = login(&b, &h, APP, STUDENT).await;
+    let t1_tokens = json(redeem(&h, APP, Some(APP_SECRET), &code, &v).await).await;
+    let sub: serde_json::Value = serde_json::from_slice(&base64_decode(
+        t1_tokens["id_token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap(),
+    ))
+    .unwrap();
+    let maya = sub["sub"].as_str().unwrap().to_owned();
+    let r = bot_token(&h, "t2-bot", "t2", "homeroom:admin").await;
+    let t2 = json(r).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api(&h, &t2, reqwest::Method::GET, &format!("/accounts/{maya}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = api(
+        &h,
+        &t2,
+        reqwest::Method::POST,
+        &format!("/accounts/{maya}/status"),
+    )
+    .json(&serde_json::json!({"status": "archived"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        h.state
+            .directory
+            .get_account(&AccountId::new(maya.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AccountStatus::Active,
+        "unchanged"
+    );
+    assert_eq!(
+        api(
+            &h,
+            &token,
+            reqwest::Method::GET,
+            &format!("/accounts/{maya}")
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    // A student's own access token is not an admin token; an it_admin's is.
+    let student_at = t1_tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        api(&h, student_at, reqwest::Method::GET, "/tenant")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let grace = Account {
+        id: AccountId::new("acc_grace"),
+        tenant: TenantId::new("t1"),
+        status: AccountStatus::Active,
+        email: Some("grace.hopper@demo.homeroom.test".into()),
+        email_verified: true,
+        name: Some("Grace Hopper".into()),
+        given_name: None,
+        family_name: None,
+        username: None,
+        roles: vec![Role::ItAdmin],
+        created_at: 0,
+        last_sign_in_at: None,
+        sign_in_count: 0,
+    };
+    h.state
+        .directory
+        .create_account(&grace, None)
+        .await
+        .unwrap();
+    let b = browser();
+    let (code, v) = login(&b, &h, APP, "grace.hopper@demo.homeroom.test").await;
+    let at = json(redeem(&h, APP, Some(APP_SECRET), &code, &v).await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = json(
+        api(&h, &at, reqwest::Method::GET, "/tenant")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        t["id"], "t1",
+        "an it_admin who signed in through Homeroom uses the API"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_field_and_reason_and_changes_nothing() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let b = browser();
+    login(&b, &h, APP, STUDENT).await;
+    let found = json(
+        api(&h, &token, reqwest::Method::GET, "/accounts?q=maya")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = found[0]["id"].as_str().unwrap().to_owned();
+    for (body, field) in [
+        (serde_json::json!({"status": "deleted"}), "status"),
+        (
+            serde_json::json!({"status": "archived", "extra": 1}),
+            "body",
+        ),
+        (serde_json::json!({"state": "archived"}), "body"),
+    ] {
+        let r = api(
+            &h,
+            &token,
+            reqwest::Method::POST,
+            &format!("/accounts/{id}/status"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let e = json(r).await;
+        assert_eq!(e["field"], field, "{body}");
+        assert!(!e["reason"].as_str().unwrap().is_empty());
+    }
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        &format!("/accounts/{id}/status"),
+    )
+    .header("content-type", "application/json")
+    .body("{not json")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        h.state
+            .directory
+            .get_account(&AccountId::new(id.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AccountStatus::Active
+    );
+    let r = api(&h, &token, reqwest::Method::GET, "/accounts?q=ma")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["field"], "q");
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::GET,
+        "/accounts?q=maya&role=wizard",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(json(r).await["field"], "role");
+    let r = api(&h, &token, reqwest::Method::GET, "/events?limit=5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["field"], "limit");
+    let r = api(&h, &token, reqwest::Method::PATCH, "/providers/idp")
+        .json(&serde_json::json!({"display_name": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["field"], "display_name");
+    // A good change is applied and audited with who made it.
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        &format!("/accounts/{id}/status"),
+    )
+    .json(&serde_json::json!({"status": "suspended"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(json(r).await["status"], "suspended");
+    h.state.audit.flush().await;
+    let events = json(
+        api(
+            &h,
+            &token,
+            reqwest::Method::GET,
+            "/events?kind=admin.account_status",
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    let all = h
+        .state
+        .directory
+        .list_audit(&homeroom_directory::AuditFilter {
+            kind: Some("admin.account_status".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all[0].detail["by"], format!("client:{BOT}"));
+}
+
+#[tokio::test]
+async fn providers_apps_connection_test_and_disabling() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let providers = json(
+        api(&h, &token, reqwest::Method::GET, "/providers")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(providers[0]["id"], "idp");
+    assert_eq!(providers[0]["config"]["client_secret"], "[redacted]");
+    let checks = json(
+        api(&h, &token, reqwest::Method::POST, "/providers/idp/test")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let names: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"discovery") && names.contains(&"issuer") && names.contains(&"jwks"),
+        "{checks}"
+    );
+    assert!(
+        checks.as_array().unwrap().iter().all(|c| c["ok"] == true),
+        "{checks}"
+    );
+    let apps = json(
+        api(&h, &token, reqwest::Method::GET, "/apps")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["client_id"] == APP)
+    );
+    assert!(
+        !apps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["client_id"] == "t2-app"),
+        "only the tenant's apps"
+    );
+    // Disabling the provider takes effect at once.
+    let r = api(&h, &token, reqwest::Method::PATCH, "/providers/idp")
+        .json(&serde_json::json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["enabled"], false);
+    let b = browser();
+    let r = b
+        .get(format!("{}/login/start?provider=idp", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page_code(r).await.1, "upstream.provider_disabled");
+}
+
+#[tokio::test]
+async fn the_troubleshooter_answers_for_a_person_and_for_a_reference() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let b = browser();
+    login(&b, &h, APP, STUDENT).await;
+    // A look-alike account: same person, email differing in dots and case.
+    let dup = Account {
+        id: AccountId::new("acc_dup"),
+        tenant: TenantId::new("t1"),
+        status: AccountStatus::Archived,
+        email: Some("MayaChen@demo.homeroom.test".into()),
+        email_verified: false,
+        name: Some("Maya Chen".into()),
+        given_name: None,
+        family_name: None,
+        username: None,
+        roles: vec![Role::Teacher],
+        created_at: 0,
+        last_sign_in_at: None,
+        sign_in_count: 0,
+    };
+    h.state.directory.create_account(&dup, None).await.unwrap();
+    let out = json(
+        api(
+            &h,
+            &token,
+            reqwest::Method::GET,
+            &format!("/troubleshoot?q={STUDENT}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let report = &out["accounts"][0];
+    let checks: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    for c in [
+        "Account exists",
+        "Account is active",
+        "Linked providers",
+        "Sign-ins",
+        "Possible duplicate accounts",
+    ] {
+        assert!(checks.contains(&c), "{c} in {checks:?}");
+    }
+    assert_eq!(report["look_alikes"][0]["account_id"], "acc_dup");
+    // A refused attempt, looked up by its reference.
+    let r = b
+        .get(format!("{}/callback/idp?code=x&state=forged", h.base))
+        .send()
+        .await
+        .unwrap();
+    let (_, _, reference) = page_code(r).await;
+    let out = json(
+        api(
+            &h,
+            &token,
+            reqwest::Method::GET,
+            &format!("/troubleshoot?q={reference}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let step = &out["trace"][0];
+    assert_eq!(step["code"], "upstream.state_invalid");
+    assert!(step["it_guidance"].as_str().unwrap().contains("state"));
+    assert_eq!(
+        api(
+            &h,
+            &token,
+            reqwest::Method::GET,
+            &format!("/trace/{reference}")
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    assert_eq!(
+        api(&h, &token, reqwest::Method::GET, "/trace/HR-NOPE")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_endpoint() {
+    let h = harness().await;
+    let doc = json(
+        reqwest::get(format!("{}/admin/api/openapi.json", h.base))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/admin/api/tenant",
+        "/admin/api/providers",
+        "/admin/api/providers/{id}",
+        "/admin/api/providers/{id}/test",
+        "/admin/api/apps",
+        "/admin/api/accounts",
+        "/admin/api/accounts/{id}",
+        "/admin/api/accounts/{id}/status",
+        "/admin/api/events",
+        "/admin/api/trace/{reference}",
+        "/admin/api/troubleshoot",
+        "/admin/api/limits",
+        "/admin/api/limits/lift",
+        "/admin/api/rosters",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
