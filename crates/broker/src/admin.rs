@@ -291,6 +291,7 @@ pub async fn patch_provider(
     {
         return internal(e);
     }
+    state.caches.forget_apps();
     changed(
         &state,
         &admin,

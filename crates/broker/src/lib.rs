@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cache;
 pub mod cookies;
 pub mod flows;
 pub mod guards;
@@ -105,6 +106,8 @@ pub struct AppState {
     pub limit_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
     /// Outbound HTTP (provider reloads, "test connection"), with timeouts and size caps.
     pub http: homeroom_providers::http::HttpClient,
+    /// Verified tokens and apps (see `cache`).
+    pub caches: Arc<cache::Caches>,
 }
 
 impl AppState {
@@ -126,6 +129,7 @@ impl AppState {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             clock,
             limit_secret: Arc::default(),
+            caches: Arc::default(),
             http: homeroom_providers::http::HttpClient::with_defaults()
                 .unwrap_or_else(|_| homeroom_providers::http::HttpClient::fallback()),
         }
@@ -141,6 +145,17 @@ impl AppState {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// An app by client id, through the 30-second cache.
+    pub async fn app(&self, id: &homeroom_core::ClientId) -> Result<Option<homeroom_directory::AppRecord>, homeroom_directory::DirectoryError> {
+        let now = self.now();
+        if let Some(hit) = self.caches.app(id, now) {
+            return Ok(hit);
+        }
+        let app = self.directory.get_app(id).await?;
+        self.caches.remember_app(id, app.clone(), now);
+        Ok(app)
     }
 
     /// Reloads signing keys from the directory (rotation done elsewhere: the CLI or another

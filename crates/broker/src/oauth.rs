@@ -175,11 +175,7 @@ async fn authorize(State(state): State<AppState>, req: Request) -> Response {
     let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
     // 1. The client and its redirect URI, before anything may be redirected.
     let client_id = get("client_id").unwrap_or("").to_owned();
-    let app = match state
-        .directory
-        .get_app(&ClientId::new(client_id.clone()))
-        .await
-    {
+    let app = match state.app(&ClientId::new(client_id.clone())).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             let r = Refusal::new(
@@ -455,7 +451,7 @@ async fn authenticate_client(
             "client authentication failed",
         )
     };
-    let app = match state.directory.get_app(&ClientId::new(client_id)).await {
+    let app = match state.app(&ClientId::new(client_id)).await {
         Ok(Some(a)) if a.enabled => a,
         Ok(_) => return Err(invalid()),
         Err(e) => {

@@ -129,23 +129,30 @@ pub struct ActiveToken {
 /// `iss`, required numeric `exp`/`iat`, not expired (no leeway: we issued it), and its
 /// family still alive.
 pub async fn validate_access_token(state: &AppState, token: &str) -> Option<ActiveToken> {
-    let header = jsonwebtoken::decode_header(token).ok()?;
-    if !header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
-    {
-        return None;
-    }
-    let claims = state.keyset().verify(token)?;
-    if claims.get("iss").and_then(Value::as_str) != Some(state.settings.issuer.as_str()) {
-        return None;
-    }
-    let exp = int_claim(&claims, "exp")?;
-    int_claim(&claims, "iat")?;
-    if exp <= state.now() {
-        return None;
-    }
+    let claims = match state.caches.verified_token(token, state.now()) {
+        Some(c) => c,
+        None => {
+            let header = jsonwebtoken::decode_header(token).ok()?;
+            if !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+            {
+                return None;
+            }
+            let claims = state.keyset().verify(token)?;
+            if claims.get("iss").and_then(Value::as_str) != Some(state.settings.issuer.as_str()) {
+                return None;
+            }
+            let exp = int_claim(&claims, "exp")?;
+            int_claim(&claims, "iat")?;
+            if exp <= state.now() {
+                return None;
+            }
+            state.caches.remember_token(token, &claims, exp);
+            claims
+        }
+    };
     let fam = claims.get("fam").and_then(Value::as_str)?;
     let family = flows(state).get_family(fam).await.ok()??;
     if claims.get("client_id").and_then(Value::as_str) != Some(family.client_id.as_str()) {

@@ -743,3 +743,57 @@ async fn every_refusal_is_traceable_by_reference() {
             && e.code.as_deref() == Some("oauth.redirect_uri_mismatch"))
     );
 }
+
+#[tokio::test]
+async fn a_cached_token_still_expires_and_is_still_revocable() {
+    let h = harness().await;
+    let b = browser();
+    let c = reqwest::Client::new();
+    for revoke in [false, true] {
+        let (code, v) = login(&b, &h, APP, STUDENT).await;
+        let at = json(redeem(&h, APP, Some(APP_SECRET), &code, &v).await).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Verified once (and cached) ...
+        assert_eq!(
+            c.get(format!("{}/oauth2/userinfo", h.base))
+                .bearer_auth(&at)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            c.get(format!("{}/oauth2/userinfo", h.base))
+                .bearer_auth(&at)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        if revoke {
+            c.post(format!("{}/oauth2/revoke", h.base))
+                .basic_auth(APP, Some(APP_SECRET))
+                .form(&[("token", at.as_str())])
+                .send()
+                .await
+                .unwrap();
+        } else {
+            h.clock.advance(901);
+        }
+        // ... and still refused the moment it expires or is revoked.
+        assert_eq!(
+            c.get(format!("{}/oauth2/userinfo", h.base))
+                .bearer_auth(&at)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "revoke={revoke}"
+        );
+    }
+}
