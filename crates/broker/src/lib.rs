@@ -148,7 +148,10 @@ impl AppState {
     }
 
     /// An app by client id, through the 30-second cache.
-    pub async fn app(&self, id: &homeroom_core::ClientId) -> Result<Option<homeroom_directory::AppRecord>, homeroom_directory::DirectoryError> {
+    pub async fn app(
+        &self,
+        id: &homeroom_core::ClientId,
+    ) -> Result<Option<homeroom_directory::AppRecord>, homeroom_directory::DirectoryError> {
         let now = self.now();
         if let Some(hit) = self.caches.app(id, now) {
             return Ok(hit);
