@@ -274,6 +274,63 @@ pub async fn account_report(
     })
 }
 
+/// Plain-text rendering of a report for the CLI (control characters escaped).
+pub fn format_report(r: &AccountReport) -> String {
+    use std::fmt::Write as _;
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(300)
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect()
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Account {} — {} <{}>",
+        clean(&r.account_id),
+        clean(r.name.as_deref().unwrap_or("(no name)")),
+        clean(r.email.as_deref().unwrap_or("no email"))
+    );
+    for f in &r.findings {
+        let _ = writeln!(
+            out,
+            "  [{}] {}: {}",
+            if f.ok { "ok" } else { "!!" },
+            clean(&f.check),
+            clean(&f.found)
+        );
+        if let Some(n) = &f.next_step {
+            let _ = writeln!(out, "       next: {}", clean(n));
+        }
+    }
+    for l in &r.look_alikes {
+        let _ = writeln!(
+            out,
+            "  look-alike {} ({}, {}): {}",
+            clean(&l.account_id),
+            clean(l.email.as_deref().unwrap_or("")),
+            clean(&l.status),
+            clean(&l.why)
+        );
+    }
+    for f in &r.recent_failures {
+        let _ = writeln!(
+            out,
+            "  failed {} {} (ref {})",
+            clean(&f.at),
+            clean(&f.code),
+            clean(f.reference.as_deref().unwrap_or("-"))
+        );
+    }
+    out
+}
+
 fn failure_line(e: &AuditEvent) -> FailureLine {
     FailureLine {
         at: rfc3339(e.at_ms / 1000),

@@ -42,8 +42,14 @@ enum Cmd {
     /// Validate a configuration file and print every problem with its key path.
     CheckConfig { file: PathBuf },
     /// Print the trace of one login attempt by its reference id.
+    /// Why can't someone sign in? QUERY is a reference id (HR-...) for the trace of one
+    /// attempt, or an email, username or 3+ letters of a name for a person's checklist.
     Troubleshoot {
+        #[arg(value_name = "QUERY")]
         reference: String,
+        /// Tenant to search for a person (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Directory URL (default: from the config, else sqlite://./data/homeroom.db).
@@ -220,8 +226,47 @@ async fn main() -> Result<()> {
         }
         Cmd::Troubleshoot {
             reference,
+            tenant,
             config,
             directory,
+        } if !reference.starts_with("HR-") => {
+            let dir = open_directory(config, directory).await?;
+            let tenants = match tenant {
+                Some(t) => vec![homeroom_core::TenantId::new(t)],
+                None => dir
+                    .list_tenants()
+                    .await?
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect(),
+            };
+            let mut found = 0;
+            for t in tenants {
+                for account in homeroom_broker::troubleshoot::find(&dir, &t, &reference)
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .take(5)
+                {
+                    found += 1;
+                    let report =
+                        homeroom_broker::troubleshoot::account_report(&dir, account, 0).await?;
+                    print!("{}", homeroom_broker::troubleshoot::format_report(&report));
+                }
+            }
+            if found == 0 {
+                println!(
+                    "No account matches {:?}. Check the spelling, or search the events for the person's email.",
+                    reference.chars().take(100).collect::<String>()
+                );
+                std::process::exit(1);
+            }
+        }
+        Cmd::Troubleshoot {
+            reference,
+            config,
+            directory,
+            ..
         } => {
             let dir = open_directory(config, directory).await?;
             let events = dir

@@ -341,3 +341,67 @@ async fn each_demo_portal_tile_signs_a_student_in_to_the_demo_app() {
     }
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn troubleshoot_answers_for_a_person() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = homeroom::config::Config::default();
+    cfg.server.data_dir = Some(data.path().display().to_string());
+    let running = homeroom::start(homeroom::ServeOptions {
+        config: cfg,
+        listen: Some("127.0.0.1:0".into()),
+        public_url: None,
+        demo: true,
+        clock: None,
+    })
+    .await
+    .unwrap();
+    let base = running.issuer.clone();
+    // Maya signs in once through the Demo District (login_hint: silent upstream sign-in).
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let ch = homeroom_core::crypto::pkce_s256(&"v".repeat(43));
+    let r = b
+        .get(format!("{base}/oauth2/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "demo-public"),
+            ("redirect_uri", "http://127.0.0.1:8081/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &ch),
+            ("code_challenge_method", "S256"),
+            ("login_hint", "maya.chen@demo.homeroom.test"),
+            ("idp", "demo-idp"),
+        ])
+        .send()
+        .await;
+    // The final hop to 127.0.0.1:8081 fails (nothing listens): the sign-in itself happened.
+    drop(r);
+    running.shutdown().await;
+    let db = format!("sqlite://{}/homeroom.db", data.path().display());
+    let out = Command::new(env!("CARGO_BIN_EXE_homeroom"))
+        .args([
+            "troubleshoot",
+            "maya.chen@demo.homeroom.test",
+            "--directory",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[ok] Account is active"), "{text}");
+    assert!(text.contains("Linked providers: demo-idp"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_homeroom"))
+        .args([
+            "troubleshoot",
+            "nobody@demo.homeroom.test",
+            "--directory",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
