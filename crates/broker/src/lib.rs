@@ -14,6 +14,8 @@ pub mod flows;
 pub mod guards;
 pub mod keys;
 pub mod limits;
+pub mod local;
+pub mod mail;
 pub mod metrics;
 pub mod middleware;
 pub mod oauth;
@@ -21,6 +23,7 @@ pub mod pages;
 pub mod pipeline;
 pub mod registry;
 pub mod respond;
+pub mod saml;
 pub mod tokens;
 pub mod troubleshoot;
 
@@ -61,6 +64,13 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Rate limits and challenges.
     pub limits: limits::LimitSettings,
+    /// Local passwords: hashing pool, lockout defaults, link lifetimes.
+    pub local: local::LocalSettings,
+    /// Outgoing mail server (`smtp://host:port`, `smtps://user:pass@host`,
+    /// `smtp://host?tls=required`); `None`: mail is written to the outbox and never sent.
+    pub smtp_url: Option<String>,
+    /// The From address of outgoing mail.
+    pub mail_from: String,
 }
 
 impl Settings {
@@ -80,6 +90,9 @@ impl Settings {
             circuit_open_secs: 30,
             trust_forwarded_for: false,
             limits: limits::LimitSettings::default(),
+            local: local::LocalSettings::default(),
+            smtp_url: None,
+            mail_from: "Homeroom <no-reply@homeroom.invalid>".into(),
         }
     }
 
@@ -104,6 +117,9 @@ pub struct AppState {
     /// The key challenges and passes are signed with, fetched once from the session store
     /// (where the first instance to need it created it).
     pub limit_secret: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// The bounded argon2 pool (sized from `settings.local`); every password check and
+    /// new password of this instance goes through it.
+    pub hasher: Arc<local::HashPool>,
     /// Outbound HTTP (provider reloads, "test connection"), with timeouts and size caps.
     pub http: homeroom_providers::http::HttpClient,
     /// Verified tokens and apps (see `cache`).
@@ -120,6 +136,7 @@ impl AppState {
         keys: keys::KeySet,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let hasher = Arc::new(local::HashPool::new(&settings.local));
         Self {
             settings: Arc::new(settings),
             directory,
@@ -129,6 +146,7 @@ impl AppState {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             clock,
             limit_secret: Arc::default(),
+            hasher,
             caches: Arc::default(),
             http: homeroom_providers::http::HttpClient::with_defaults()
                 .unwrap_or_else(|_| homeroom_providers::http::HttpClient::fallback()),
@@ -188,6 +206,8 @@ pub fn app(state: AppState) -> Router {
         .merge(oauth::routes())
         .merge(admin::routes())
         .merge(pipeline::routes())
+        .merge(saml::routes())
+        .merge(local::routes())
         .merge(pages::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn_with_state(

@@ -514,6 +514,12 @@ async fn start_upstream_for(
         client: req.map(|r| r.client_id.clone()),
         ..Default::default()
     };
+    // ---- SAML branch: a provider with the SAML capability starts with an AuthnRequest
+    // (hop, request-id index and browser binding in `crate::saml::start`). ----
+    if p.provider.as_saml().is_some() {
+        return crate::saml::start(state, headers, browser, req, p, prompt, launch, ref_id).await;
+    }
+    // ---- end SAML branch ----
     let Some(redirect) = p.provider.as_redirect() else {
         let r = Refusal::new(
             LoginError::ProviderDisabled {
@@ -1147,9 +1153,38 @@ async fn issue(
     launch: Option<&Launch>,
     ctx: &PageCtx,
 ) -> Response {
+    issue_for(
+        state,
+        headers,
+        ref_id,
+        account,
+        Some(&reg.record.id),
+        &identity.label(),
+        req,
+        launch,
+        ctx,
+    )
+    .await
+}
+
+/// Step 6 for any way of signing in (an upstream provider, or `provider: None` for a
+/// Homeroom password): a fresh SSO session, then the code to the app (or the launch, or a
+/// "signed in" page). `label` is what the session shows as the signed-in identity.
+#[allow(clippy::too_many_arguments)]
+pub async fn issue_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    ref_id: &RefId,
+    account: &Account,
+    provider: Option<&ProviderId>,
+    label: &str,
+    req: Option<&AuthRequest>,
+    launch: Option<&Launch>,
+    ctx: &PageCtx,
+) -> Response {
     let ev = Ev {
         tenant: Some(account.tenant.clone()),
-        provider: Some(reg.record.id.clone()),
+        provider: provider.cloned(),
         account: Some(account.id.clone()),
         client: req.map(|r| r.client_id.clone()),
         ..Default::default()
@@ -1171,8 +1206,8 @@ async fn issue(
     let session = SsoSession {
         tenant: account.tenant.clone(),
         account: account.id.clone(),
-        provider: Some(reg.record.id.clone()),
-        upstream_label: identity.label(),
+        provider: provider.cloned(),
+        upstream_label: label.to_owned(),
         auth_time: now,
         created_at: now,
         last_seen: now,
@@ -1198,10 +1233,7 @@ async fn issue(
         (None, None) => crate::pages::message(
             StatusCode::OK,
             "You're signed in",
-            &format!(
-                "You are signed in to Homeroom as {}. You can now open your apps.",
-                identity.label()
-            ),
+            &format!("You are signed in to Homeroom as {label}. You can now open your apps."),
             None,
         ),
     };

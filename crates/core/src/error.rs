@@ -101,6 +101,48 @@ pub enum LoginError {
     #[error("email missing")]
     EmailMissing { provider: String },
 
+    // ---- SAML 2.0 responses (Homeroom as a service provider) ----
+    #[error("SAML response not signed")]
+    SamlSignatureMissing,
+    #[error("SAML signature invalid")]
+    SamlSignatureInvalid,
+    #[error("SAML response with more than one assertion")]
+    SamlMultipleAssertions,
+    #[error("SAML algorithm not allowed")]
+    SamlAlgorithmNotAllowed { algorithm: String },
+    #[error("SAML audience invalid")]
+    SamlAudienceInvalid,
+    #[error("SAML recipient invalid")]
+    SamlRecipientInvalid,
+    #[error("SAML destination invalid")]
+    SamlDestinationInvalid,
+    #[error("SAML issuer invalid")]
+    SamlIssuerInvalid,
+    #[error("SAML assertion expired")]
+    SamlExpired,
+    #[error("SAML assertion not yet valid")]
+    SamlNotYetValid,
+    #[error("SAML assertion replayed")]
+    SamlReplay,
+    #[error("SAML InResponseTo invalid")]
+    SamlInResponseToInvalid,
+    #[error("unsolicited SAML response refused")]
+    SamlUnsolicitedDisabled { provider: String },
+    #[error("SAML RelayState not allowed")]
+    SamlRelayStateNotAllowed,
+    #[error("SAML message with a DTD")]
+    SamlDtdForbidden,
+    #[error("SAML message invalid")]
+    SamlMessageInvalid { reason: String },
+    #[error("SAML IdP returned an error status")]
+    SamlIdpStatus {
+        provider: String,
+        status: String,
+        message: String,
+    },
+    #[error("SAML encryption not allowed")]
+    SamlEncryptionNotAllowed,
+
     // ---- accounts and policy ----
     #[error("no school found for email domain")]
     UnknownDomain { domain: String },
@@ -114,6 +156,18 @@ pub enum LoginError {
     AccountLocked { until: i64 },
     #[error("app not assigned")]
     AppNotAssigned { app: String },
+
+    // ---- local (password) accounts ----
+    #[error("username or password wrong")]
+    PasswordInvalid,
+    #[error("password hashing pool full")]
+    PasswordBusy { retry_after: u64 },
+    #[error("new password refused")]
+    PasswordUnacceptable { reason: String },
+    #[error("reset token invalid")]
+    ResetTokenInvalid,
+    #[error("invitation link invalid")]
+    InviteInvalid,
 
     // ---- sessions ----
     #[error("CSRF check failed")]
@@ -191,12 +245,35 @@ impl LoginError {
             DomainMismatch { .. } => "upstream.domain_mismatch",
             TenantMismatch { .. } => "upstream.tenant_mismatch",
             EmailMissing { .. } => "upstream.email_missing",
+            SamlSignatureMissing => "saml.signature_missing",
+            SamlSignatureInvalid => "saml.signature_invalid",
+            SamlMultipleAssertions => "saml.multiple_assertions",
+            SamlAlgorithmNotAllowed { .. } => "saml.algorithm_not_allowed",
+            SamlAudienceInvalid => "saml.audience_invalid",
+            SamlRecipientInvalid => "saml.recipient_invalid",
+            SamlDestinationInvalid => "saml.destination_invalid",
+            SamlIssuerInvalid => "saml.issuer_invalid",
+            SamlExpired => "saml.expired",
+            SamlNotYetValid => "saml.not_yet_valid",
+            SamlReplay => "saml.replay",
+            SamlInResponseToInvalid => "saml.in_response_to_invalid",
+            SamlUnsolicitedDisabled { .. } => "saml.unsolicited_disabled",
+            SamlRelayStateNotAllowed => "saml.relaystate_not_allowed",
+            SamlDtdForbidden => "saml.dtd_forbidden",
+            SamlMessageInvalid { .. } => "saml.message_invalid",
+            SamlIdpStatus { .. } => "saml.idp_status",
+            SamlEncryptionNotAllowed => "saml.encryption_not_allowed",
             UnknownDomain { .. } => "account.unknown_domain",
             LinkRequiresVerifiedEmail { .. } => "account.link_requires_verified_email",
             AccountArchived => "account.archived",
             AccountSuspended => "account.suspended",
             AccountLocked { .. } => "account.locked",
             AppNotAssigned { .. } => "account.app_not_assigned",
+            PasswordInvalid => "account.password_invalid",
+            PasswordBusy { .. } => "account.busy",
+            PasswordUnacceptable { .. } => "account.password_unacceptable",
+            ResetTokenInvalid => "reset.token_invalid",
+            InviteInvalid => "invite.invalid",
             Csrf => "session.csrf",
             SessionExpired => "session.expired",
             CookieAmbiguous => "session.cookie_ambiguous",
@@ -240,12 +317,34 @@ impl LoginError {
             }
             DomainMismatch { .. } | TenantMismatch { .. } => "That's not your school account",
             EmailMissing { .. } => "Your account has no email address",
+            SamlSignatureMissing
+            | SamlSignatureInvalid
+            | SamlMultipleAssertions
+            | SamlAlgorithmNotAllowed { .. }
+            | SamlAudienceInvalid
+            | SamlRecipientInvalid
+            | SamlDestinationInvalid
+            | SamlIssuerInvalid
+            | SamlDtdForbidden
+            | SamlMessageInvalid { .. }
+            | SamlEncryptionNotAllowed => "We could not confirm who you are",
+            SamlExpired | SamlNotYetValid => "Sign-in took too long",
+            SamlReplay | SamlInResponseToInvalid => "This sign-in link does not match",
+            SamlUnsolicitedDisabled { .. } | SamlRelayStateNotAllowed => {
+                "Start from your school's sign-in button"
+            }
+            SamlIdpStatus { .. } => "Sign-in was cancelled or refused",
             UnknownDomain { .. } => "We don't know that school email",
             LinkRequiresVerifiedEmail { .. } => "We need to check this account first",
             AccountArchived => "This account is archived",
             AccountSuspended => "This account is paused",
             AccountLocked { .. } => "This account is locked for now",
             AppNotAssigned { .. } => "This app is not assigned to you",
+            PasswordInvalid => "That didn't work",
+            PasswordBusy { .. } => "We're very busy right now",
+            PasswordUnacceptable { .. } => "Choose another password",
+            ResetTokenInvalid => "Reset password token is invalid.",
+            InviteInvalid => "This invitation link does not work",
             Csrf => "This form expired",
             SessionExpired => "You were signed out",
             CookieAmbiguous => "Please sign in again",
@@ -286,12 +385,28 @@ impl LoginError {
                 format!("You signed in as {used}, but this needs your school account ({want}). Click \"Use a different account\" and choose your school account.")
             }
             EmailMissing { provider } => format!("{provider} did not tell us your email address. Tell IT so they can fix your account."),
+            SamlSignatureMissing | SamlSignatureInvalid | SamlMultipleAssertions
+            | SamlAlgorithmNotAllowed { .. } | SamlAudienceInvalid | SamlRecipientInvalid
+            | SamlDestinationInvalid | SamlIssuerInvalid | SamlDtdForbidden
+            | SamlMessageInvalid { .. } | SamlEncryptionNotAllowed => {
+                "We could not check the answer from your school's sign-in service, so we did not sign you in. Go back and try again; if it keeps happening, tell IT and show them this page.".into()
+            }
+            SamlExpired | SamlNotYetValid => "The answer from your school's sign-in service arrived too late (or your device's clock is off). Go back to the app and sign in again.".into(),
+            SamlReplay | SamlInResponseToInvalid => "This sign-in answer was already used, or belongs to a sign-in started in another browser or tab. Go back to the app and click Sign in again.".into(),
+            SamlUnsolicitedDisabled { provider } => format!("Your school does not allow starting here from {provider}'s page. Open the app first and click its sign-in button."),
+            SamlRelayStateNotAllowed => "Your school's portal tried to send you somewhere we don't trust. Open the app from your school's portal again, or start from the app itself.".into(),
+            SamlIdpStatus { provider, .. } => format!("{provider} did not let you sign in (you may have pressed Cancel). Try again; if it keeps happening, tell IT."),
             UnknownDomain { domain } => format!("We don't know a school that uses \"{domain}\". Check the spelling of your school email, or pick a button instead."),
             LinkRequiresVerifiedEmail { .. } => "Your school needs to confirm this account before you can use it. Tell your teacher or IT and show them this page.".into(),
             AccountArchived => "Your account is archived, so you can't sign in. If you are still at this school, tell your teacher or IT.".into(),
             AccountSuspended => "Your account is paused. Tell your teacher or IT.".into(),
             AccountLocked { until } => format!("Your account is locked because of too many tries. It unlocks at {} (UTC), or IT can unlock it sooner.", crate::clock::rfc3339(*until)),
             AppNotAssigned { app } => format!("Your school has not given you access to {app}. If you need it for class, tell your teacher."),
+            PasswordInvalid => "The username or password is not right. Check both and try again. If you forgot your password, use \"Trouble signing in?\".".into(),
+            PasswordBusy { retry_after } => format!("Lots of people are signing in right now, so we could not check your password. Wait {retry_after} seconds and try again."),
+            PasswordUnacceptable { reason } => format!("We can't use that password: {reason} Go back and choose another one."),
+            ResetTokenInvalid => "Reset password token is invalid. The link was already used, is too old (links work for 6 hours), or was copied incompletely. Ask for a new link.".into(),
+            InviteInvalid => "This invitation link does not work. Check that you copied the whole link from the email, or ask IT for a new one.".into(),
             Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
             SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
             CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
@@ -338,12 +453,35 @@ impl LoginError {
             DomainMismatch { used, expected } => format!("The user signed in upstream as {used}; this tenant accepts {}. Usually a personal account or another district's account already signed in on the device; the page offers \"use a different account\".", expected.join(", ")),
             TenantMismatch { used, expected } => format!("The upstream tenant/district \"{used}\" is not one of this provider's allowed tenants ({}).", expected.join(", ")),
             EmailMissing { provider } => format!("{provider} returned no email and the provider is configured to require one."),
+            SamlSignatureMissing => "The SAML Response carried no XML signature over the assertion. Configure the IdP to sign the assertion (or the whole Response) with the key published in its metadata.".into(),
+            SamlSignatureInvalid => "An XML signature in the SAML Response did not verify against the signing certificate in the IdP's metadata, or it did not cover exactly the assertion that was sent (signature wrapping, a signature in an unexpected place, more than one reference). If the IdP rotated its key, refresh its metadata.".into(),
+            SamlMultipleAssertions => "The SAML Response contained more than one assertion (or an assertion hidden elsewhere in the message). Homeroom accepts exactly one signed assertion; this shape is typical of signature-wrapping attacks.".into(),
+            SamlAlgorithmNotAllowed { algorithm } => format!("The SAML signature used \"{algorithm}\". Only RSA/ECDSA with SHA-256 or stronger, SHA-256+ digests and canonicalisation without comments are accepted; change the IdP's signing algorithm."),
+            SamlAudienceInvalid => "The assertion's AudienceRestriction is missing or does not name this Homeroom's SP entity ID (see /saml/{provider}/metadata). Fix the entity ID registered at the IdP.".into(),
+            SamlRecipientInvalid => "The bearer SubjectConfirmationData Recipient is not this provider's ACS URL (/saml/{provider}/acs). Fix the ACS URL registered at the IdP.".into(),
+            SamlDestinationInvalid => "The Response's Destination is not this provider's ACS URL (/saml/{provider}/acs). Fix the ACS URL registered at the IdP.".into(),
+            SamlIssuerInvalid => "The Issuer of the Response or assertion is not the entity ID in this provider's IdP metadata (a response of another IdP, or stale metadata).".into(),
+            SamlExpired => "The assertion is outside its validity window (Conditions NotOnOrAfter, SubjectConfirmationData NotOnOrAfter or IssueInstant too old). Check the clocks of this server and the IdP; allowed skew is at most 3 minutes.".into(),
+            SamlNotYetValid => "The assertion's NotBefore (or IssueInstant) lies in the future beyond the allowed clock skew. Check the IdP's clock.".into(),
+            SamlReplay => "This assertion ID was already consumed (replay cache): the same SAML Response was posted twice (back button, double submit) or replayed.".into(),
+            SamlInResponseToInvalid => "The Response's InResponseTo does not match a sign-in started in this browser (unknown or expired request, a request of another browser, or the flow cookie was not sent back: third-party cookie blocking, private mode).".into(),
+            SamlUnsolicitedDisabled { provider } => format!("{provider} sent an IdP-initiated (unsolicited) Response, but IdP-initiated login is not enabled for this provider (allow_idp_initiated). Enable it only if the portal needs it, or have the tile use the SP-initiated URL /launch/{{provider}}."),
+            SamlRelayStateNotAllowed => "An IdP-initiated Response carried a RelayState that is not one of the provider's allowlisted app aliases (relay_state_apps). URLs are never followed.".into(),
+            SamlDtdForbidden => "The SAML message contained a DOCTYPE (DTD or entity declarations). It was refused before parsing; legitimate IdPs never send one.".into(),
+            SamlMessageInvalid { reason } => format!("The SAML message is malformed or oversized: {reason}."),
+            SamlIdpStatus { provider, status, message } => format!("{provider} answered with SAML status \"{status}\" ({message}). Check the IdP's logs for this user and the SP registration."),
+            SamlEncryptionNotAllowed => "The Response carried an EncryptedAssertion. Homeroom does not accept encrypted assertions (weak algorithms like rsa-1_5 and aes-cbc are common there); configure the IdP to send a signed, unencrypted assertion over HTTPS.".into(),
             UnknownDomain { domain } => format!("Home-realm discovery found no tenant with domain \"{domain}\". Add the domain to the tenant if it belongs to the district."),
             LinkRequiresVerifiedEmail { email } => format!("A new upstream identity claims {email}, which belongs to an existing account, but the provider does not vouch for the address. Link it by hand in the console (or via the roster) if it is the same person."),
             AccountArchived => "The account is archived. Restore it in Users if the person is still active.".into(),
             AccountSuspended => "The account is suspended. Activate it in Users if appropriate.".into(),
             AccountLocked { until } => format!("The account is locked until {} after too many failed attempts. Unlock it in Users after checking the attempts.", crate::clock::rfc3339(*until)),
             AppNotAssigned { app } => format!("{app} is not assigned to this user's role, school or grade. Check the app's assignment rules."),
+            PasswordInvalid => "A Homeroom password sign-in failed: the password was wrong or no local account has that username or email (the student sees the same message for both). Each failure counts toward the lockout; Users shows failed attempts, the source address and locked-until. Students who sign in with a school provider have no Homeroom password.".into(),
+            PasswordBusy { retry_after } => format!("Every password-hashing worker was busy and the wait queue was full, so the attempt was refused at once (retry in {retry_after} s); nothing was counted. If this happens outside a sign-in surge, raise the hashing workers or queue in the server settings."),
+            PasswordUnacceptable { reason } => format!("A new password was refused before hashing: {reason}"),
+            ResetTokenInvalid => "The reset link is unknown, already used, replaced by a newer link, or older than its lifetime (6 hours). Users shows pending resets with sent and expiry times; issue a fresh link there if needed.".into(),
+            InviteInvalid => "The invitation token is unknown (mistyped or truncated link). Users shows pending invitations; copy a fresh link there.".into(),
             Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
             SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
             CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
@@ -379,12 +517,33 @@ impl LoginError {
             }
             UpstreamTimeout { .. } => 504,
             DomainMismatch { .. } | TenantMismatch { .. } | EmailMissing { .. } => 403,
+            SamlSignatureMissing
+            | SamlSignatureInvalid
+            | SamlMultipleAssertions
+            | SamlAlgorithmNotAllowed { .. }
+            | SamlAudienceInvalid
+            | SamlRecipientInvalid
+            | SamlDestinationInvalid
+            | SamlIssuerInvalid
+            | SamlExpired
+            | SamlNotYetValid
+            | SamlEncryptionNotAllowed => 401,
+            SamlReplay
+            | SamlInResponseToInvalid
+            | SamlRelayStateNotAllowed
+            | SamlDtdForbidden
+            | SamlMessageInvalid { .. } => 400,
+            SamlUnsolicitedDisabled { .. } | SamlIdpStatus { .. } => 403,
             UnknownDomain { .. } => 404,
             LinkRequiresVerifiedEmail { .. }
             | AccountArchived
             | AccountSuspended
             | AccountLocked { .. }
             | AppNotAssigned { .. } => 403,
+            PasswordInvalid => 401,
+            PasswordBusy { .. } => 503,
+            PasswordUnacceptable { .. } | ResetTokenInvalid => 400,
+            InviteInvalid => 404,
             Csrf => 403,
             SessionExpired | CookieAmbiguous => 401,
             RedirectLoop { .. } | UpstreamLoop { .. } => 508,
@@ -403,6 +562,7 @@ impl LoginError {
             UpstreamTimeout { .. }
             | UpstreamUnavailable { .. }
             | TooManyAttempts { .. }
+            | PasswordBusy { .. }
             | CircuitOpen { .. } => OAuthErrorCode::TemporarilyUnavailable,
             Internal => OAuthErrorCode::ServerError,
             SessionExpired => OAuthErrorCode::LoginRequired,
@@ -422,6 +582,7 @@ impl LoginError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             LoginError::TooManyAttempts { retry_after }
+            | LoginError::PasswordBusy { retry_after }
             | LoginError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }

@@ -18,6 +18,7 @@ mod codec;
 mod db;
 mod error;
 mod keys;
+pub mod local;
 mod providers;
 pub mod records;
 pub mod roster;
@@ -28,6 +29,10 @@ pub use audit_writer::AuditWriter;
 pub use codec::normalise_email;
 pub use db::{Backend, Directory};
 pub use error::DirectoryError;
+pub use local::{
+    AttemptClaim, Invitation, LinkUse, LocalCredential, LocalPolicy, MailStatus, NewMail,
+    OutboxMail, PasswordReset,
+};
 pub use records::*;
 pub use roster::{
     AccountUpdate, RosterChanges, RosterClass, RosterEnrollment, RosterImport, RosterOrg,

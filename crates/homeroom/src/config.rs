@@ -79,6 +79,12 @@ pub struct ServerConfig {
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Outgoing mail for invitations and password resets (`smtp://host:port`,
+    /// `smtps://user:password@host`, `smtp://host?tls=required`). Without it mail stays in
+    /// the directory's outbox and IT copies links from the console.
+    pub smtp_url: Option<String>,
+    /// From address of that mail (default `Homeroom <no-reply@homeroom.invalid>`).
+    pub mail_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

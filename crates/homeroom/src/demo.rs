@@ -30,6 +30,9 @@ pub struct Demo {
     clever: homeroom_sandbox::CleverIdp,
     classlink: homeroom_sandbox::ClassLinkIdp,
     gg4l: homeroom_sandbox::Gg4lIdp,
+    /// The sandbox SAML IdP (feature `saml`), provider `saml`.
+    #[cfg(feature = "saml")]
+    saml: homeroom_sandbox::saml::SamlIdp,
     upstream_secret: String,
     issuer: String,
 }
@@ -106,11 +109,15 @@ impl Demo {
             keys.clone(),
         );
         gg4l_cfg.base_url = format!("{issuer}/sandbox/gg4l");
+        #[cfg(feature = "saml")]
+        let saml = saml_idp(issuer, data_dir).await?;
         Ok(Self {
             idp,
             clever: homeroom_sandbox::CleverIdp::new(clever_cfg),
             classlink: homeroom_sandbox::ClassLinkIdp::new(classlink_cfg),
             gg4l: homeroom_sandbox::Gg4lIdp::new(gg4l_cfg),
+            #[cfg(feature = "saml")]
+            saml,
             upstream_secret,
             issuer: issuer.to_owned(),
         })
@@ -233,6 +240,9 @@ impl Demo {
         );
         cfg.providers
             .insert("gg4l".into(), portal("gg4l", "GG4L", gg4l));
+        #[cfg(feature = "saml")]
+        cfg.providers
+            .insert(SAML_PROVIDER.into(), saml_provider(&self.saml));
     }
 
     /// The sandbox IdP and the demo app.
@@ -252,8 +262,73 @@ impl Demo {
             .nest("/sandbox/clever", self.clever.router())
             .nest("/sandbox/classlink", self.classlink.router())
             .nest("/sandbox/gg4l", self.gg4l.router())
+            .merge(saml_routes(&self))
             .merge(demo_app)
     }
+}
+
+/// The Demo District's SAML provider id; its IdP is the sandbox SAML IdP at `/sandbox/saml`.
+pub const SAML_PROVIDER: &str = "saml";
+
+/// The sandbox SAML IdP: its RSA key is kept as PEM in the data dir (and its certificate
+/// written beside it), so testers can sign their own responses against it.
+#[cfg(feature = "saml")]
+async fn saml_idp(issuer: &str, data_dir: &Path) -> Result<homeroom_sandbox::saml::SamlIdp> {
+    let key_path = data_dir.join("sandbox-saml-idp.pem");
+    let pem = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => pem,
+        Err(_) => {
+            let k = tokio::task::spawn_blocking(homeroom_sandbox::SandboxKeys::generate)
+                .await?
+                .context("cannot generate the sandbox SAML key")?;
+            std::fs::write(&key_path, k.private_pem())
+                .with_context(|| format!("cannot write {}", key_path.display()))?;
+            k.private_pem().to_owned()
+        }
+    };
+    let idp = homeroom_sandbox::saml::SamlIdp::new(homeroom_sandbox::saml::SamlIdpConfig {
+        base_url: format!("{issuer}/sandbox/saml"),
+        sp_entity_id: format!("{issuer}/saml/{SAML_PROVIDER}/metadata"),
+        acs_url: format!("{issuer}/saml/{SAML_PROVIDER}/acs"),
+        users: homeroom_sandbox::demo_district_users(),
+        key_pem: pem,
+        portal_apps: vec![DEMO_APP.into()],
+    })
+    .context("sandbox SAML key file is unusable")?;
+    let crt = data_dir.join("sandbox-saml-idp.crt");
+    std::fs::write(&crt, idp.certificate_pem())
+        .with_context(|| format!("cannot write {}", crt.display()))?;
+    Ok(idp)
+}
+
+#[cfg(feature = "saml")]
+fn saml_provider(idp: &homeroom_sandbox::saml::SamlIdp) -> ProviderConfig {
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "idp_metadata_xml".to_owned(),
+        serde_json::json!(idp.metadata_xml()),
+    );
+    settings.insert("allow_idp_initiated".to_owned(), serde_json::json!(true));
+    settings.insert("relay_state_apps".to_owned(), serde_json::json!([DEMO_APP]));
+    settings.insert("trust_email".to_owned(), serde_json::json!(true));
+    ProviderConfig {
+        tenant: TENANT.into(),
+        kind: "saml".into(),
+        display_name: Some("Demo District (SAML)".into()),
+        enabled: true,
+        client_secret_env: None,
+        settings,
+    }
+}
+
+#[cfg(feature = "saml")]
+fn saml_routes(d: &Demo) -> Router {
+    Router::new().nest("/sandbox/saml", d.saml.router())
+}
+
+#[cfg(not(feature = "saml"))]
+fn saml_routes(_: &Demo) -> Router {
+    Router::new()
 }
 
 /// The demo app's own state: pending logins and signed-in browsers, in memory, bounded.

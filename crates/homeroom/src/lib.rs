@@ -171,7 +171,13 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
         .context("cannot load signing keys")?;
     let mut settings = Settings::new(&issuer);
     apply_limits(&opts.config, &mut settings);
+    settings.smtp_url = opts.config.server.smtp_url.clone();
+    if let Some(from) = &opts.config.server.mail_from {
+        settings.mail_from = from.clone();
+    }
     let state = AppState::new(settings, directory, sessions, audit, providers, keys, clock);
+    // Sends the outbox when SMTP is configured; owned by the server task below.
+    let mail_delivery = homeroom_broker::mail::spawn_delivery(state.clone());
     let mut router = homeroom_broker::app(state.clone());
     if let Some(d) = demo {
         router = router.merge(d.routes(&issuer));
@@ -204,6 +210,9 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
         .with_graceful_shutdown(shutdown)
         .await;
         key_reloader.abort();
+        if let Some(d) = mail_delivery {
+            d.stop().await;
+        }
         if let Err(e) = served {
             tracing::error!(error = %e, "server stopped with an error");
         }

@@ -50,7 +50,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             reason: reason.into(),
@@ -193,7 +193,7 @@ fn parse<T: DeserializeOwned>(
     })
 }
 
-fn check_url(problems: &mut Vec<ConfigProblem>, path: &str, value: Option<&str>) {
+pub(crate) fn check_url(problems: &mut Vec<ConfigProblem>, path: &str, value: Option<&str>) {
     if let Some(v) = value
         && let Err(reason) = is_acceptable_url(v)
     {
@@ -287,7 +287,12 @@ fn check_microsoft(c: &MicrosoftConfig) -> Vec<ConfigProblem> {
 }
 
 /// An allow-list of tenant ids: at least one (when `required`), none empty, no wildcard.
-fn check_ids(problems: &mut Vec<ConfigProblem>, path: &str, ids: &[String], required: bool) {
+pub(crate) fn check_ids(
+    problems: &mut Vec<ConfigProblem>,
+    path: &str,
+    ids: &[String],
+    required: bool,
+) {
     if required && ids.is_empty() {
         problems.push(ConfigProblem::new(
             path,
@@ -350,7 +355,7 @@ const CLEVER_REQUIRED: &[&str] = &["client_id", "client_secret", "district_ids"]
 const CLASSLINK_REQUIRED: &[&str] = &["client_id", "client_secret", "tenant_ids"];
 const GG4L_REQUIRED: &[&str] = &["client_id", "client_secret", "jwks_url"];
 
-fn parse_kind<T: DeserializeOwned>(
+pub(crate) fn parse_kind<T: DeserializeOwned>(
     config: &Value,
     known: &[&str],
     required: &[&str],
@@ -372,7 +377,7 @@ pub fn validate(kind: &str, config: &Value) -> Vec<ConfigProblem> {
             return vec![ConfigProblem::new(
                 "kind",
                 format!(
-                    "unknown provider kind {kind:?}; expected oidc, google, microsoft, clever, classlink or gg4l"
+                    "unknown provider kind {kind:?}; expected oidc, google, microsoft, clever, classlink, gg4l or saml"
                 ),
             )];
         }
@@ -411,6 +416,8 @@ pub fn validate(kind: &str, config: &Value) -> Vec<ConfigProblem> {
         Some(ProviderKind::Gg4l) => {
             parse_kind::<Gg4lConfig>(config, GG4L_KEYS, GG4L_REQUIRED, check_gg4l).map(|_| ())
         }
+        // SAML (feature `saml`): see `crate::saml`.
+        Some(ProviderKind::Saml) => saml_kind::validate(config),
     };
     result.err().unwrap_or_default()
 }
@@ -491,6 +498,48 @@ pub fn build(
                 parse_kind::<Gg4lConfig>(&settings.config, GG4L_KEYS, GG4L_REQUIRED, check_gg4l)?;
             Ok(Arc::new(Gg4lProvider::new(id, name, &c, http, clock)))
         }
+        // SAML (feature `saml`): see `crate::saml`.
+        Some(ProviderKind::Saml) => saml_kind::build(settings, http, clock),
+    }
+}
+
+/// Dispatch of `kind = "saml"`, which exists only with the `saml` cargo feature.
+#[cfg(feature = "saml")]
+mod saml_kind {
+    use super::*;
+    pub(super) fn validate(config: &Value) -> Result<(), Vec<ConfigProblem>> {
+        crate::saml::validate_config(config).map(|_| ())
+    }
+    pub(super) fn build(
+        settings: &ProviderSettings,
+        http: &HttpClient,
+        clock: Arc<dyn Clock>,
+    ) -> Result<DynProvider, Vec<ConfigProblem>> {
+        Ok(Arc::new(crate::saml::SamlProvider::build(
+            settings, http, clock,
+        )?))
+    }
+}
+
+/// Without the `saml` feature a SAML provider is a configuration problem, never a panic.
+#[cfg(not(feature = "saml"))]
+mod saml_kind {
+    use super::*;
+    fn unsupported() -> Vec<ConfigProblem> {
+        vec![ConfigProblem::new(
+            "kind",
+            "this Homeroom was built without SAML support (cargo feature `saml`)",
+        )]
+    }
+    pub(super) fn validate(_config: &Value) -> Result<(), Vec<ConfigProblem>> {
+        Err(unsupported())
+    }
+    pub(super) fn build(
+        _settings: &ProviderSettings,
+        _http: &HttpClient,
+        _clock: Arc<dyn Clock>,
+    ) -> Result<DynProvider, Vec<ConfigProblem>> {
+        Err(unsupported())
     }
 }
 
@@ -528,7 +577,15 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for k in ["oidc", "google", "microsoft", "clever", "classlink", "gg4l"] {
+        for k in [
+            "oidc",
+            "google",
+            "microsoft",
+            "clever",
+            "classlink",
+            "gg4l",
+            "saml",
+        ] {
             let kind = ProviderKind::parse(k).unwrap();
             assert_eq!(kind.as_str(), k);
             assert_eq!(serde_json::to_value(kind).unwrap(), json!(k));

@@ -23,6 +23,8 @@ pub mod http;
 pub mod microsoft;
 pub mod oidc;
 pub mod portal;
+#[cfg(feature = "saml")]
+pub mod saml;
 
 use async_trait::async_trait;
 use homeroom_core::{LoginError, ProviderId, UpstreamIdentity};
@@ -44,6 +46,9 @@ pub enum ProviderKind {
     ClassLink,
     /// GG4L School Passport (OAuth 2.0 + signed `auth_token`).
     Gg4l,
+    /// SAML 2.0 Web Browser SSO (any IdP; presets for ClassLink and GG4L attribute names).
+    /// Built only with the `saml` cargo feature.
+    Saml,
 }
 
 impl ProviderKind {
@@ -55,6 +60,7 @@ impl ProviderKind {
             "clever" => Some(Self::Clever),
             "classlink" => Some(Self::ClassLink),
             "gg4l" => Some(Self::Gg4l),
+            "saml" => Some(Self::Saml),
             _ => None,
         }
     }
@@ -66,6 +72,7 @@ impl ProviderKind {
             Self::Clever => "clever",
             Self::ClassLink => "classlink",
             Self::Gg4l => "gg4l",
+            Self::Saml => "saml",
         }
     }
 }
@@ -101,6 +108,83 @@ pub trait Provider: Send + Sync {
     fn as_redirect(&self) -> Option<&dyn RedirectLogin> {
         None
     }
+    /// SAML 2.0 Web Browser SSO (AuthnRequest by Redirect, Response by POST).
+    fn as_saml(&self) -> Option<&dyn SamlLogin> {
+        None
+    }
+}
+
+/// Homeroom's endpoints as a SAML service provider for one provider, computed by the broker
+/// from its public URL (`/saml/{provider}/metadata` is the default entity ID).
+#[derive(Debug, Clone)]
+pub struct SpEndpoints {
+    /// The default SP entity ID (a provider may override it in its config).
+    pub entity_id: String,
+    /// The AssertionConsumerService URL (HTTP-POST binding).
+    pub acs_url: String,
+}
+
+/// What the pipeline hands a SAML adapter to start an SP-initiated login.
+#[derive(Debug, Clone)]
+pub struct SamlBegin {
+    /// The AuthnRequest `ID`, minted by the pipeline (at least 128 random bits, an NCName).
+    pub request_id: String,
+    /// The RelayState to send (the pipeline's hop key; never a URL).
+    pub relay_state: String,
+    pub sp: SpEndpoints,
+    /// Ask the IdP for a fresh sign-in (`ForceAuthn`), e.g. for `prompt=login`.
+    pub force_authn: bool,
+}
+
+/// What a POSTed SAML Response claims before anything is verified: only for finding the
+/// pending request it answers. Never trust these values.
+#[derive(Debug, Clone, Default)]
+pub struct SamlEnvelope {
+    /// The Response's `InResponseTo`; `None` for an unsolicited (IdP-initiated) response.
+    pub in_response_to: Option<String>,
+    /// The Response's (or assertion's) `Issuer`.
+    pub issuer: Option<String>,
+}
+
+/// A verified SAML login: the identity, plus what the pipeline needs for its replay cache.
+#[derive(Debug, Clone)]
+pub struct SamlAssertion {
+    pub identity: UpstreamIdentity,
+    /// The consumed assertion's `ID` (single use).
+    pub assertion_id: String,
+    /// The IdP entity ID that issued it.
+    pub issuer: String,
+    /// Unix time until which the assertion could be replayed (its bearer
+    /// `SubjectConfirmationData/@NotOnOrAfter`, capped by `Conditions/@NotOnOrAfter`), plus
+    /// the allowed clock skew: keep the assertion id at least this long.
+    pub not_on_or_after: i64,
+    /// `AuthnStatement/@SessionNotOnOrAfter`, when the IdP limits the session.
+    pub session_not_on_or_after: Option<i64>,
+}
+
+/// SAML 2.0 Web Browser SSO as a service provider.
+#[async_trait]
+pub trait SamlLogin: Send + Sync {
+    /// This provider's SP metadata (entity ID, ACS by HTTP-POST, NameID format).
+    async fn sp_metadata(&self, sp: &SpEndpoints) -> Result<String, ProviderError>;
+    /// The Redirect-binding URL of an AuthnRequest with the pipeline's id and RelayState.
+    async fn begin(&self, req: &SamlBegin) -> Result<url::Url, ProviderError>;
+    /// Decodes and pre-screens a POSTed `SAMLResponse` (size, base64, UTF-8, no DTD, one
+    /// `samlp:Response` root) and reports its unverified envelope.
+    fn inspect(&self, saml_response: &str) -> Result<SamlEnvelope, ProviderError>;
+    /// Verifies a POSTed `SAMLResponse` completely. `expected_in_response_to` is the id of
+    /// the AuthnRequest the pipeline sent (SP-initiated) or `None` (IdP-initiated: then no
+    /// `InResponseTo` may appear anywhere). The replay cache is the pipeline's.
+    async fn finish(
+        &self,
+        saml_response: &str,
+        expected_in_response_to: Option<&str>,
+        sp: &SpEndpoints,
+    ) -> Result<SamlAssertion, ProviderError>;
+    /// Whether unsolicited (IdP-initiated) responses are accepted for this provider.
+    fn allows_idp_initiated(&self) -> bool;
+    /// App aliases (client ids) an unsolicited response's RelayState may name.
+    fn relay_state_apps(&self) -> &[String];
 }
 
 /// What the pipeline hands an adapter to start a redirect login.

@@ -12,6 +12,8 @@
 //!   [`ClassLinkIdp`], [`Gg4lIdp`]) with their wire formats, quirks, test knobs
 //!   ([`PortalTamper`]) and portal pages whose tiles launch apps without `state`.
 //! - [`portal`]: what the three portal emulators share (codes, tokens, pages, tamper).
+//! - `saml` (cargo feature `saml`): a SAML 2.0 IdP emulator with its own signing key,
+//!   SP- and IdP-initiated signed Responses.
 
 pub mod classlink;
 pub mod clever;
@@ -19,6 +21,8 @@ pub mod gg4l;
 pub mod idp;
 pub mod keys;
 pub mod portal;
+#[cfg(feature = "saml")]
+pub mod saml;
 pub mod users;
 
 pub use classlink::{CLASSLINK_OTHER_TENANT_ID, ClassLinkIdp, ClassLinkIdpConfig};
