@@ -615,6 +615,125 @@ pub async fn account_status(
     }
 }
 
+fn local_error(e: crate::local::LocalError) -> Response {
+    use crate::local::LocalError as L;
+    match e {
+        L::NoAccount => not_found("account"),
+        L::SsoOnly(p) => api_error(
+            StatusCode::CONFLICT,
+            "sso_only",
+            None,
+            &format!("the account signs in through {p}; its password lives there"),
+        ),
+        L::PasswordAlreadySet => api_error(
+            StatusCode::CONFLICT,
+            "password_set",
+            None,
+            "the account already has a password: issue a reset link instead",
+        ),
+        L::NotLocal => api_error(
+            StatusCode::CONFLICT,
+            "not_local",
+            None,
+            "the account has no Homeroom password: send an invitation first",
+        ),
+        L::NoLogin => api_error(
+            StatusCode::CONFLICT,
+            "no_login",
+            None,
+            "the account has no email or username to sign in with",
+        ),
+        other => internal(other),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LinkOut {
+    /// The link to copy (also mailed when the account has an email).
+    pub url: String,
+    pub created_at: i64,
+    /// `null` for invitations, which never expire.
+    pub expires_at: Option<i64>,
+}
+
+macro_rules! local_action {
+    ($name:ident, $path:literal, $doc:literal, $call:path, $kind:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, responses((status = 200, body = LinkOut), (status = 404, body = ApiError), (status = 409, body = ApiError)), security(("bearer" = [])))]
+        pub async fn $name(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+            let admin = admin!(state, headers);
+            let a = match own_account(&state, &admin, &id).await {
+                Ok(a) => a,
+                Err(r) => return r,
+            };
+            match $call(&state, &a.id, &admin.actor).await {
+                Ok(link) => {
+                    changed(&state, &admin, $kind, serde_json::json!({"account": a.id}));
+                    axum::Json(LinkOut { url: link.url, created_at: link.created_at, expires_at: link.expires_at }).into_response()
+                }
+                Err(e) => local_error(e),
+            }
+        }
+    };
+}
+
+local_action!(
+    invitation,
+    "/admin/api/accounts/{id}/invitation",
+    "A fresh invitation link (first use sets a password; it never expires).",
+    crate::local::invite,
+    "admin.invitation_issued"
+);
+local_action!(
+    reset_link,
+    "/admin/api/accounts/{id}/reset",
+    "A fresh password-reset link (single use, 6 hours).",
+    crate::local::issue_reset,
+    "admin.reset_issued"
+);
+
+/// Unlocks an account locked by failed password attempts.
+#[utoipa::path(post, path = "/admin/api/accounts/{id}/unlock", responses((status = 200, body = Object), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn unlock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let a = match own_account(&state, &admin, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match crate::local::unlock(&state, &a.id, &admin.actor).await {
+        Ok(was_locked) => axum::Json(serde_json::json!({"unlocked": was_locked})).into_response(),
+        Err(e) => local_error(e),
+    }
+}
+
+/// Local-password facts of an account (password set, failed attempts, locked until,
+/// pending invitation or reset) and its email log.
+#[utoipa::path(get, path = "/admin/api/accounts/{id}/local", responses((status = 200, body = Object), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn local_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let a = match own_account(&state, &admin, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let status = match crate::local::status(&state, &a.id).await {
+        Ok(s) => s,
+        Err(e) => return local_error(e),
+    };
+    let emails = match crate::local::email_log(&state, &a.id).await {
+        Ok(m) => m,
+        Err(e) => return local_error(e),
+    };
+    axum::Json(serde_json::json!({"local": status, "emails": emails})).into_response()
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
     pub code: Option<String>,
@@ -875,7 +994,7 @@ pub async fn import_roster(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Homeroom admin API", description = "Configure a tenant's providers and apps, search accounts, read audit events and traces, run the troubleshooter, lift rate limits, import rosters."),
-    paths(tenant, providers, patch_provider, test_provider, apps, accounts, account, account_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
+    paths(tenant, providers, patch_provider, test_provider, apps, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -911,6 +1030,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/api/accounts", get(accounts))
         .route("/admin/api/accounts/{id}", get(account))
         .route("/admin/api/accounts/{id}/status", post(account_status))
+        .route("/admin/api/accounts/{id}/invitation", post(invitation))
+        .route("/admin/api/accounts/{id}/reset", post(reset_link))
+        .route("/admin/api/accounts/{id}/unlock", post(unlock))
+        .route("/admin/api/accounts/{id}/local", get(local_status))
         .route("/admin/api/events", get(events))
         .route("/admin/api/trace/{reference}", get(trace))
         .route("/admin/api/troubleshoot", get(troubleshoot_handler))

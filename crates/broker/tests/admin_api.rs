@@ -526,3 +526,135 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .unwrap()
 }
+
+#[tokio::test]
+async fn local_account_actions_invitation_reset_unlock_and_email_log() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let reviewer = Account {
+        id: AccountId::new("acc_reviewer"),
+        tenant: TenantId::new("t1"),
+        status: AccountStatus::Active,
+        email: Some("reviewer@demo.homeroom.test".into()),
+        email_verified: true,
+        name: Some("Rae Viewer".into()),
+        given_name: None,
+        family_name: None,
+        username: None,
+        roles: vec![Role::Staff],
+        created_at: 0,
+        last_sign_in_at: None,
+        sign_in_count: 0,
+    };
+    h.state
+        .directory
+        .create_account(&reviewer, None)
+        .await
+        .unwrap();
+    // No password yet: a reset makes no sense, an invitation does.
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        "/accounts/acc_reviewer/reset",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(json(r).await["error"], "not_local");
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        "/accounts/acc_reviewer/invitation",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let link = json(r).await;
+    assert!(
+        link["url"].as_str().unwrap().starts_with(&h.base),
+        "built from the issuer: {link}"
+    );
+    assert!(link["expires_at"].is_null(), "invitations never expire");
+    let local = json(
+        api(
+            &h,
+            &token,
+            reqwest::Method::GET,
+            "/accounts/acc_reviewer/local",
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(
+        !local["emails"].as_array().unwrap().is_empty(),
+        "the invitation is in the email log: {local}"
+    );
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        "/accounts/acc_reviewer/unlock",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    // An SSO-only student never gets a Homeroom password.
+    let b = browser();
+    login(&b, &h, APP, STUDENT).await;
+    let found = json(
+        api(&h, &token, reqwest::Method::GET, "/accounts?q=maya")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let maya = found[0]["id"].as_str().unwrap().to_owned();
+    let r = api(
+        &h,
+        &token,
+        reqwest::Method::POST,
+        &format!("/accounts/{maya}/invitation"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(json(r).await["error"], "sso_only");
+    // Another tenant's admin cannot act on these accounts.
+    let t2 = json(bot_token(&h, "t2-bot", "t2", "homeroom:admin").await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api(
+            &h,
+            &t2,
+            reqwest::Method::POST,
+            "/accounts/acc_reviewer/invitation"
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    // Audited with who did it.
+    h.state.audit.flush().await;
+    let events = h
+        .state
+        .directory
+        .list_audit(&homeroom_directory::AuditFilter {
+            kind: Some("admin.invitation_issued".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
