@@ -21,6 +21,7 @@ pub mod middleware;
 pub mod oauth;
 pub mod pages;
 pub mod pipeline;
+pub mod policy;
 pub mod registry;
 pub mod respond;
 pub mod saml;
@@ -64,6 +65,10 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Rate limits and challenges.
     pub limits: limits::LimitSettings,
+    /// Tenants whose SSO sign-ins must map to an active rostered account.
+    pub roster_required: std::collections::HashSet<homeroom_core::TenantId>,
+    /// Apps assigned to some roles, schools or grades only.
+    pub assignments: std::collections::HashMap<homeroom_core::ClientId, policy::Assignment>,
     /// Local passwords: hashing pool, lockout defaults, link lifetimes.
     pub local: local::LocalSettings,
     /// Outgoing mail server (`smtp://host:port`, `smtps://user:pass@host`,
@@ -90,6 +95,8 @@ impl Settings {
             circuit_open_secs: 30,
             trust_forwarded_for: false,
             limits: limits::LimitSettings::default(),
+            roster_required: Default::default(),
+            assignments: Default::default(),
             local: local::LocalSettings::default(),
             smtp_url: None,
             mail_from: "Homeroom <no-reply@homeroom.invalid>".into(),

@@ -1015,109 +1015,123 @@ pub async fn decide(
         detail: d,
         ..Default::default()
     };
-    let account = match dir
-        .find_account_by_link(&reg.record.id, &identity.subject)
-        .await
-        .map_err(dir_err)?
-    {
-        Some(a) => {
-            audit::record(
-                state,
-                Some(ref_id),
-                "decide.linked",
-                ev(
-                    Some(a.id.clone()),
-                    serde_json::json!({"why": "provider link matches (provider, subject)"}),
-                ),
-            );
-            a
-        }
-        None => {
-            let email = identity.email.as_deref().map(normalise_email);
-            let existing = match &email {
-                Some(e) => dir
-                    .find_accounts_by_email(&tenant_id, e)
-                    .await
-                    .map_err(dir_err)?,
-                None => Vec::new(),
-            };
-            let tenant = dir.get_tenant(&tenant_id).await.map_err(dir_err)?;
-            let domain_trusted = email
-                .as_deref()
-                .and_then(|e| e.rsplit_once('@'))
-                .is_some_and(|(_, d)| {
-                    tenant
-                        .as_ref()
-                        .is_some_and(|t| t.domains.iter().any(|td| td.eq_ignore_ascii_case(d)))
-                });
-            if let (Some(e), false) = (&email, existing.is_empty()) {
-                if !(identity.email_verified && domain_trusted && existing.len() == 1) {
-                    return Err(Refusal::new(
-                        LoginError::LinkRequiresVerifiedEmail { email: e.clone() },
-                        format!(
-                            "email matches {} existing account(s); provider verified={}, domain of tenant={}",
-                            existing.len(),
-                            identity.email_verified,
-                            domain_trusted
+    let account = if state.settings.roster_required.contains(&tenant_id) {
+        let a = crate::policy::rostered_account(state, reg, identity).await?;
+        audit::record(
+            state,
+            Some(ref_id),
+            "decide.rostered",
+            ev(
+                Some(a.id.clone()),
+                serde_json::json!({"why": "roster required: matched an active roster record"}),
+            ),
+        );
+        a
+    } else {
+        match dir
+            .find_account_by_link(&reg.record.id, &identity.subject)
+            .await
+            .map_err(dir_err)?
+        {
+            Some(a) => {
+                audit::record(
+                    state,
+                    Some(ref_id),
+                    "decide.linked",
+                    ev(
+                        Some(a.id.clone()),
+                        serde_json::json!({"why": "provider link matches (provider, subject)"}),
+                    ),
+                );
+                a
+            }
+            None => {
+                let email = identity.email.as_deref().map(normalise_email);
+                let existing = match &email {
+                    Some(e) => dir
+                        .find_accounts_by_email(&tenant_id, e)
+                        .await
+                        .map_err(dir_err)?,
+                    None => Vec::new(),
+                };
+                let tenant = dir.get_tenant(&tenant_id).await.map_err(dir_err)?;
+                let domain_trusted = email
+                    .as_deref()
+                    .and_then(|e| e.rsplit_once('@'))
+                    .is_some_and(|(_, d)| {
+                        tenant
+                            .as_ref()
+                            .is_some_and(|t| t.domains.iter().any(|td| td.eq_ignore_ascii_case(d)))
+                    });
+                if let (Some(e), false) = (&email, existing.is_empty()) {
+                    if !(identity.email_verified && domain_trusted && existing.len() == 1) {
+                        return Err(Refusal::new(
+                            LoginError::LinkRequiresVerifiedEmail { email: e.clone() },
+                            format!(
+                                "email matches {} existing account(s); provider verified={}, domain of tenant={}",
+                                existing.len(),
+                                identity.email_verified,
+                                domain_trusted
+                            ),
+                        ));
+                    }
+                    let a = existing
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Refusal::internal("account vanished"))?;
+                    let link = ProviderLink {
+                        account: a.id.clone(),
+                        provider: reg.record.id.clone(),
+                        subject: identity.subject.clone(),
+                        email: email.clone(),
+                        created_at: state.now(),
+                    };
+                    dir.add_link(&link).await.map_err(dir_err)?;
+                    audit::record(
+                        state,
+                        Some(ref_id),
+                        "decide.linked_by_verified_email",
+                        ev(
+                            Some(a.id.clone()),
+                            serde_json::json!({"why": "verified email of a tenant domain matched one account", "email": e}),
                         ),
-                    ));
+                    );
+                    a
+                } else {
+                    let a = Account {
+                        id: AccountId::generate(),
+                        tenant: tenant_id.clone(),
+                        status: AccountStatus::Active,
+                        email: email.clone(),
+                        email_verified: identity.email_verified && domain_trusted,
+                        name: identity.name.clone(),
+                        given_name: identity.given_name.clone(),
+                        family_name: identity.family_name.clone(),
+                        username: identity.preferred_username.clone(),
+                        roles: identity.roles.clone(),
+                        created_at: state.now(),
+                        last_sign_in_at: None,
+                        sign_in_count: 0,
+                    };
+                    let link = ProviderLink {
+                        account: a.id.clone(),
+                        provider: reg.record.id.clone(),
+                        subject: identity.subject.clone(),
+                        email,
+                        created_at: state.now(),
+                    };
+                    dir.create_account(&a, Some(&link)).await.map_err(dir_err)?;
+                    audit::record(
+                        state,
+                        Some(ref_id),
+                        "decide.account_created",
+                        ev(
+                            Some(a.id.clone()),
+                            serde_json::json!({"why": "first sign-in of this (provider, subject)"}),
+                        ),
+                    );
+                    a
                 }
-                let a = existing
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Refusal::internal("account vanished"))?;
-                let link = ProviderLink {
-                    account: a.id.clone(),
-                    provider: reg.record.id.clone(),
-                    subject: identity.subject.clone(),
-                    email: email.clone(),
-                    created_at: state.now(),
-                };
-                dir.add_link(&link).await.map_err(dir_err)?;
-                audit::record(
-                    state,
-                    Some(ref_id),
-                    "decide.linked_by_verified_email",
-                    ev(
-                        Some(a.id.clone()),
-                        serde_json::json!({"why": "verified email of a tenant domain matched one account", "email": e}),
-                    ),
-                );
-                a
-            } else {
-                let a = Account {
-                    id: AccountId::generate(),
-                    tenant: tenant_id.clone(),
-                    status: AccountStatus::Active,
-                    email: email.clone(),
-                    email_verified: identity.email_verified && domain_trusted,
-                    name: identity.name.clone(),
-                    given_name: identity.given_name.clone(),
-                    family_name: identity.family_name.clone(),
-                    username: identity.preferred_username.clone(),
-                    roles: identity.roles.clone(),
-                    created_at: state.now(),
-                    last_sign_in_at: None,
-                    sign_in_count: 0,
-                };
-                let link = ProviderLink {
-                    account: a.id.clone(),
-                    provider: reg.record.id.clone(),
-                    subject: identity.subject.clone(),
-                    email,
-                    created_at: state.now(),
-                };
-                dir.create_account(&a, Some(&link)).await.map_err(dir_err)?;
-                audit::record(
-                    state,
-                    Some(ref_id),
-                    "decide.account_created",
-                    ev(
-                        Some(a.id.clone()),
-                        serde_json::json!({"why": "first sign-in of this (provider, subject)"}),
-                    ),
-                );
-                a
             }
         }
     };
@@ -1263,6 +1277,26 @@ pub async fn issue_code(
         account: Some(session.account.clone()),
         ..Default::default()
     };
+    // App assignment (roles, schools, grades) is checked for every code, fresh sign-in or
+    // SSO session alike.
+    if !state.settings.assignments.is_empty() {
+        let account = state
+            .directory
+            .get_account(&session.account)
+            .await
+            .ok()
+            .flatten();
+        let verdict = match &account {
+            Some(a) => crate::policy::assignment(state, &req.client_id, a).await,
+            None => Err(Refusal::new(
+                LoginError::SessionExpired,
+                "the session's account no longer exists",
+            )),
+        };
+        if let Err(r) = verdict {
+            return refuse(state, &req.ref_id, &r, &ctx, ev);
+        }
+    }
     let family = match crypto::random_token(16) {
         Ok(f) => f,
         Err(e) => return refuse(state, &req.ref_id, &Refusal::internal(e), &ctx, ev),

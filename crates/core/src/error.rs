@@ -156,6 +156,18 @@ pub enum LoginError {
     AccountLocked { until: i64 },
     #[error("app not assigned")]
     AppNotAssigned { app: String },
+    #[error("not on the roster")]
+    NotRostered {
+        used: String,
+        provider: String,
+        tenant: String,
+        last_import: Option<i64>,
+    },
+    #[error("not in the last roster import")]
+    NotInLastImport {
+        tenant: String,
+        last_import: Option<i64>,
+    },
 
     // ---- local (password) accounts ----
     #[error("username or password wrong")]
@@ -269,6 +281,8 @@ impl LoginError {
             AccountSuspended => "account.suspended",
             AccountLocked { .. } => "account.locked",
             AppNotAssigned { .. } => "account.app_not_assigned",
+            NotRostered { .. } => "account.not_rostered",
+            NotInLastImport { .. } => "account.not_in_last_import",
             PasswordInvalid => "account.password_invalid",
             PasswordBusy { .. } => "account.busy",
             PasswordUnacceptable { .. } => "account.password_unacceptable",
@@ -340,6 +354,8 @@ impl LoginError {
             AccountSuspended => "This account is paused",
             AccountLocked { .. } => "This account is locked for now",
             AppNotAssigned { .. } => "This app is not assigned to you",
+            NotRostered { .. } => "You're not on your school's list yet",
+            NotInLastImport { .. } => "Your account is not on this year's list",
             PasswordInvalid => "That didn't work",
             PasswordBusy { .. } => "We're very busy right now",
             PasswordUnacceptable { .. } => "Choose another password",
@@ -402,6 +418,8 @@ impl LoginError {
             AccountSuspended => "Your account is paused. Tell your teacher or IT.".into(),
             AccountLocked { until } => format!("Your account is locked because of too many tries. It unlocks at {} (UTC), or IT can unlock it sooner.", crate::clock::rfc3339(*until)),
             AppNotAssigned { app } => format!("Your school has not given you access to {app}. If you need it for class, tell your teacher."),
+            NotRostered { used, provider, tenant, .. } => format!("You signed in as {used} with {provider}, but you are not on {tenant}'s roster. If you are new, your school may not have added you yet: tell your teacher or IT."),
+            NotInLastImport { tenant, .. } => format!("{tenant}'s latest student and staff list does not include you, so your account is paused. If you are still at the school, tell your teacher or IT."),
             PasswordInvalid => "The username or password is not right. Check both and try again. If you forgot your password, use \"Trouble signing in?\".".into(),
             PasswordBusy { retry_after } => format!("Lots of people are signing in right now, so we could not check your password. Wait {retry_after} seconds and try again."),
             PasswordUnacceptable { reason } => format!("We can't use that password: {reason} Go back and choose another one."),
@@ -477,6 +495,8 @@ impl LoginError {
             AccountSuspended => "The account is suspended. Activate it in Users if appropriate.".into(),
             AccountLocked { until } => format!("The account is locked until {} after too many failed attempts. Unlock it in Users after checking the attempts.", crate::clock::rfc3339(*until)),
             AppNotAssigned { app } => format!("{app} is not assigned to this user's role, school or grade. Check the app's assignment rules."),
+            NotRostered { used, provider, last_import, .. } => format!("The tenant requires a rostered account. {used} signed in with {provider}, but no roster record matches by provider link, sourcedId or roster-confirmed email. Last successful roster import: {}. Check the SIS export for this person, or a mismatch between the roster email and the provider email.", last_import.map(crate::clock::rfc3339).unwrap_or_else(|| "never".into())),
+            NotInLastImport { last_import, .. } => format!("The person's roster record was missing from the last successful bulk import ({}), so the account is blocked. If they are still enrolled, fix the SIS export; the next import restores them.", last_import.map(crate::clock::rfc3339).unwrap_or_else(|| "never".into())),
             PasswordInvalid => "A Homeroom password sign-in failed: the password was wrong or no local account has that username or email (the student sees the same message for both). Each failure counts toward the lockout; Users shows failed attempts, the source address and locked-until. Students who sign in with a school provider have no Homeroom password.".into(),
             PasswordBusy { retry_after } => format!("Every password-hashing worker was busy and the wait queue was full, so the attempt was refused at once (retry in {retry_after} s); nothing was counted. If this happens outside a sign-in surge, raise the hashing workers or queue in the server settings."),
             PasswordUnacceptable { reason } => format!("A new password was refused before hashing: {reason}"),
@@ -539,7 +559,9 @@ impl LoginError {
             | AccountArchived
             | AccountSuspended
             | AccountLocked { .. }
-            | AppNotAssigned { .. } => 403,
+            | AppNotAssigned { .. }
+            | NotRostered { .. }
+            | NotInLastImport { .. } => 403,
             PasswordInvalid => 401,
             PasswordBusy { .. } => 503,
             PasswordUnacceptable { .. } | ResetTokenInvalid => 400,

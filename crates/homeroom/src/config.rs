@@ -117,6 +117,9 @@ pub struct TenantConfig {
     /// address, the sign-in links to it.
     #[serde(default)]
     pub admins: Vec<String>,
+    /// SSO sign-ins must map to an active account of the last roster import (default false).
+    #[serde(default)]
+    pub roster_required: bool,
 }
 fn d30() -> i64 {
     30
@@ -179,6 +182,15 @@ pub struct AppConfig {
     pub start_url: Option<String>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Assign the app to these roles only (`student`, `teacher`, ...; empty: everyone).
+    #[serde(default)]
+    pub assign_roles: Vec<String>,
+    /// ... to people of these schools (roster org sourcedIds) only.
+    #[serde(default)]
+    pub assign_schools: Vec<String>,
+    /// ... to these grades only (OneRoster grades, e.g. "07").
+    #[serde(default)]
+    pub assign_grades: Vec<String>,
 }
 
 /// One problem found in the configuration.
@@ -499,6 +511,14 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             }
             if !scopes.iter().any(|s| s == "openid") {
                 out.push(problem(format!("{base}.scopes"), "must include openid"));
+            }
+        }
+        for (i, r) in a.assign_roles.iter().enumerate() {
+            if r.parse::<homeroom_core::Role>().is_err() {
+                out.push(problem(
+                    format!("{base}.assign_roles[{i}]"),
+                    format!("unknown role {r:?}"),
+                ));
             }
         }
         if let Some(alg) = &a.id_token_alg

@@ -136,6 +136,7 @@ impl Demo {
                 session_absolute_hours: 12,
                 trusted_networks: vec![],
                 admins: vec![],
+                roster_required: false,
             },
         );
         let mut settings = BTreeMap::new();
@@ -178,6 +179,9 @@ impl Demo {
             initiate_login_uri: None,
             start_url: Some(format!("{issuer}/demo/app")),
             allowed_origins: vec![issuer.clone()],
+            assign_roles: vec![],
+            assign_schools: vec![],
+            assign_grades: vec![],
         };
         cfg.apps.insert(
             DEMO_APP.into(),

@@ -86,6 +86,29 @@ pub fn apply_limits(cfg: &config::Config, s: &mut Settings) {
         }
     }
     s.trust_forwarded_for = cfg.server.trust_forwarded_for;
+    for (id, t) in &cfg.tenants {
+        if t.roster_required {
+            s.roster_required
+                .insert(homeroom_core::TenantId::new(id.clone()));
+        }
+    }
+    for (id, a) in &cfg.apps {
+        if !(a.assign_roles.is_empty() && a.assign_schools.is_empty() && a.assign_grades.is_empty())
+        {
+            s.assignments.insert(
+                homeroom_core::ClientId::new(id.clone()),
+                homeroom_broker::policy::Assignment {
+                    roles: a
+                        .assign_roles
+                        .iter()
+                        .filter_map(|r| r.parse().ok())
+                        .collect(),
+                    schools: a.assign_schools.clone(),
+                    grades: a.assign_grades.clone(),
+                },
+            );
+        }
+    }
 }
 
 pub fn data_dir(cfg: &config::Config) -> PathBuf {

@@ -58,6 +58,7 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             session_absolute_hours: 12,
             trusted_networks: vec![],
             admins: vec![],
+            roster_required: false,
         },
     );
     let mut settings = BTreeMap::new();
@@ -96,6 +97,9 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             initiate_login_uri: None,
             start_url: None,
             allowed_origins: vec![],
+            assign_roles: vec![],
+            assign_schools: vec![],
+            assign_grades: vec![],
         },
     );
     cfg
