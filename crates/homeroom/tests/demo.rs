@@ -221,6 +221,7 @@ redirect_uris = ["https://ok.example.test/cb"]
         .env("LINCOLN_ENTRA_SECRET", "s")
         .env("LINCOLN_SSO_SECRET", "s")
         .env("GRADEBOOK_SECRET", "gradebook-secret")
+        .env("SCIENCE_LAB_SECRET", "science-secret")
         .output()
         .unwrap();
     assert!(
