@@ -204,8 +204,8 @@ async fn main() -> Result<()> {
             })
             .await?;
             eprintln!(
-                "\nHomeroom demo is running.\n  Open {}/demo/app to sign in as a Demo District student.\n  OIDC discovery: {}/.well-known/openid-configuration\n  Clients: demo-public (PKCE) and demo-app / demo-secret, redirect URI http://127.0.0.1:8081/cb\n",
-                running.issuer, running.issuer
+                "\nHomeroom demo is running.\n  Open {i}/demo/app to sign in as a Demo District student.\n  School portals (click a tile): {i}/sandbox/clever/portal  {i}/sandbox/classlink/launchpad  {i}/sandbox/gg4l/passport  {i}/sandbox/saml/portal\n  OIDC discovery: {i}/.well-known/openid-configuration\n  Clients: demo-public (PKCE) and demo-app / demo-secret, redirect URI http://127.0.0.1:8081/cb\n  Why did a sign-in fail? homeroom troubleshoot <reference shown on the page>\n",
+                i = running.issuer
             );
             running.wait().await;
         }
