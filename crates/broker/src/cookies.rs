@@ -85,6 +85,24 @@ pub fn set(base: &str, value: &str, secure: bool, max_age: Option<i64>) -> Strin
     c
 }
 
+/// Base name of the session-status cookie: a random token that only lets registered apps
+/// read (and keep alive) the session's idle timer from their own origin.
+pub const STATUS: &str = "hr_status";
+
+/// The status cookie. Over https it is `SameSite=None` (it must reach `/session/status`
+/// from an app's cross-site `fetch`); it grants nothing but the status endpoint. Over plain
+/// http (development) browsers refuse `SameSite=None`, so it is `Lax` there.
+pub fn set_status(value: &str, secure: bool) -> String {
+    if secure {
+        format!(
+            "{}={value}; Path=/; HttpOnly; Secure; SameSite=None",
+            name(STATUS, true)
+        )
+    } else {
+        set(STATUS, value, false, None)
+    }
+}
+
 /// A `Set-Cookie` value that deletes the cookie.
 pub fn clear(base: &str, secure: bool) -> String {
     set(base, "", secure, Some(0))
@@ -123,6 +141,15 @@ mod tests {
             read(&headers("__Host-hr_session=a; hr_session=b"), SESSION, true),
             CookieValue::Ambiguous
         );
+    }
+
+    #[test]
+    fn the_status_cookie_is_cross_site_only_over_https() {
+        assert_eq!(
+            set_status("t", true),
+            "__Host-hr_status=t; Path=/; HttpOnly; Secure; SameSite=None"
+        );
+        assert!(set_status("t", false).contains("SameSite=Lax"));
     }
 
     #[test]

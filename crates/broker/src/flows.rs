@@ -268,6 +268,60 @@ impl Flows<'_> {
         Ok(Some((hash, s)))
     }
 
+    /// Mints a status token for a session (see `cookies::STATUS`).
+    pub async fn status_token(
+        &self,
+        session_hash: &str,
+        s: &SsoSession,
+    ) -> Result<String, StoreError> {
+        let raw = crypto::random_token(32).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let until = s.created_at + s.absolute_secs;
+        self.state
+            .sessions
+            .put_json(
+                &format!("sstat:{}", sha256_hex(&raw)),
+                &session_hash,
+                ttl(until, self.now()),
+            )
+            .await?;
+        Ok(raw)
+    }
+
+    /// The session a status token belongs to; `touch` refreshes its idle timer.
+    pub async fn session_by_status_token(
+        &self,
+        raw: &str,
+        touch: bool,
+    ) -> Result<Option<SsoSession>, StoreError> {
+        if raw.len() > 128 {
+            return Ok(None);
+        }
+        let Some(hash) = self
+            .state
+            .sessions
+            .get_json::<String>(&format!("sstat:{}", sha256_hex(raw)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let key = format!("sso:{hash}");
+        let Some(mut s) = self.state.sessions.get_json::<SsoSession>(&key).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        if s.expires_at() <= now {
+            return Ok(None);
+        }
+        if touch && now - s.last_seen >= 30 {
+            s.last_seen = now;
+            self.state
+                .sessions
+                .put_json(&key, &s, ttl(s.expires_at(), now))
+                .await?;
+        }
+        Ok(Some(s))
+    }
+
     /// Reads a session without touching its idle timer (status checks).
     pub async fn peek_session(&self, raw: &str) -> Result<Option<SsoSession>, StoreError> {
         if raw.len() > 128 {

@@ -747,14 +747,19 @@ fn page_href(path: &str, req: &str, tenant: &str) -> String {
 
 /// The CSRF double-submit token: the browser's existing one (so several open tabs keep
 /// working), else a fresh one to set.
-fn csrf_token(state: &AppState, headers: &HeaderMap) -> Option<(String, bool)> {
+pub(crate) fn csrf_token(state: &AppState, headers: &HeaderMap) -> Option<(String, bool)> {
     match cookies::read(headers, cookies::CSRF, state.settings.secure_cookies) {
         CookieValue::One(v) if (32..=128).contains(&v.len()) => Some((v, false)),
         _ => crypto::random_token(32).ok().map(|t| (t, true)),
     }
 }
 
-fn with_csrf(state: &AppState, mut resp: Response, token: &str, fresh: bool) -> Response {
+pub(crate) fn with_csrf(
+    state: &AppState,
+    mut resp: Response,
+    token: &str,
+    fresh: bool,
+) -> Response {
     if fresh
         && let Ok(v) = HeaderValue::from_str(&cookies::set(
             cookies::CSRF,
@@ -777,7 +782,7 @@ fn issuer_origin(state: &AppState) -> String {
 
 /// A form POST passes when its `csrf` field equals the CSRF cookie (constant time) and its
 /// `Origin`, when sent, is exactly ours.
-fn csrf_ok(state: &AppState, headers: &HeaderMap, form_token: &str) -> bool {
+pub(crate) fn csrf_ok(state: &AppState, headers: &HeaderMap, form_token: &str) -> bool {
     let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
         Some(o) => o == issuer_origin(state),
@@ -1958,16 +1963,25 @@ async fn current_status(
         warn_at_seconds_left: 0,
         idle_secs: 0,
     };
-    let CookieValue::One(raw) =
-        cookies::read(headers, cookies::SESSION, state.settings.secure_cookies)
-    else {
-        return inactive;
-    };
     let f = flows(state);
-    let session = if touch {
-        f.load_session(&raw).await.ok().flatten().map(|(_, s)| s)
-    } else {
-        f.peek_session(&raw).await.ok().flatten()
+    // Same-site callers send the session cookie; apps on other sites only get the status
+    // cookie (SameSite=None over https), which grants nothing but this endpoint.
+    let session = match cookies::read(headers, cookies::SESSION, state.settings.secure_cookies) {
+        CookieValue::One(raw) => {
+            if touch {
+                f.load_session(&raw).await.ok().flatten().map(|(_, s)| s)
+            } else {
+                f.peek_session(&raw).await.ok().flatten()
+            }
+        }
+        _ => match cookies::read(headers, cookies::STATUS, state.settings.secure_cookies) {
+            CookieValue::One(token) => f
+                .session_by_status_token(&token, touch)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        },
     };
     let Some(s) = session else {
         return inactive;

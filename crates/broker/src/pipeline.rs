@@ -1252,9 +1252,17 @@ pub async fn issue_for(
         ),
     };
     let secure = state.settings.secure_cookies;
+    let status = match f.status_token(&hash, &session).await {
+        Ok(t) => cookies::set_status(&t, secure),
+        Err(e) => {
+            tracing::warn!(ref_id = %ref_id, error = %e, "no session-status token");
+            cookies::clear(cookies::STATUS, secure)
+        }
+    };
     for c in [
         cookies::set(cookies::SESSION, &raw, secure, None),
         cookies::clear(cookies::FLOW, secure),
+        status,
     ] {
         if let Ok(v) = HeaderValue::from_str(&c) {
             resp.headers_mut().append(header::SET_COOKIE, v);
