@@ -30,3 +30,13 @@ cargo test --workspace --no-fail-fast
 
 echo "== interop (oidc-provider upstream, openid-client downstream)"
 HOMEROOM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/homeroom" bash tests/interop/run.sh
+
+echo "== console end to end (headless Debian chromium, playwright-core; screenshots in target/console-screenshots)"
+if command -v chromium >/dev/null || [ "${CI:-}" = "true" ]; then
+  if [ ! -d tests/console-e2e/node_modules/playwright-core ]; then
+    (cd tests/console-e2e && npm ci --no-audit --no-fund)
+  fi
+  cargo test -p homeroom-broker --test console -- --ignored
+else
+  echo "warning: chromium is not installed (apt-get install -y chromium); console end-to-end test skipped" >&2
+fi

@@ -158,7 +158,8 @@ macro_rules! admin {
     };
 }
 
-fn changed(state: &AppState, admin: &Admin, kind: &str, detail: serde_json::Value) {
+/// Records an admin change (`kind`) in the admin's tenant, naming who made it.
+pub fn changed(state: &AppState, admin: &Admin, kind: &str, detail: serde_json::Value) {
     let mut d = detail;
     if let Some(o) = d.as_object_mut() {
         o.insert("by".into(), serde_json::json!(admin.actor));
@@ -281,23 +282,9 @@ pub async fn patch_provider(
     if let Some(n) = patch.display_name {
         rec.display_name = n.trim().to_owned();
     }
-    if let Err(e) = state.directory.upsert_provider(&rec).await {
+    if let Err(e) = save_provider(&state, &admin, &rec).await {
         return internal(e);
     }
-    if let Err(e) = state
-        .providers
-        .reload(&state.directory, &state.http, state.clock.clone())
-        .await
-    {
-        return internal(e);
-    }
-    state.caches.forget_apps();
-    changed(
-        &state,
-        &admin,
-        "admin.provider_changed",
-        serde_json::json!({"provider": rec.id, "enabled": rec.enabled, "display_name": rec.display_name}),
-    );
     axum::Json(ProviderOut {
         id: rec.id.to_string(),
         kind: rec.kind,
@@ -306,6 +293,27 @@ pub async fn patch_provider(
         config: redact(rec.config),
     })
     .into_response()
+}
+
+/// Stores a changed provider, reloads the registry and audits the change.
+pub async fn save_provider(
+    state: &AppState,
+    admin: &Admin,
+    rec: &homeroom_directory::ProviderRecord,
+) -> Result<(), homeroom_directory::DirectoryError> {
+    state.directory.upsert_provider(rec).await?;
+    state
+        .providers
+        .reload(&state.directory, &state.http, state.clock.clone())
+        .await?;
+    state.caches.forget_apps();
+    changed(
+        state,
+        admin,
+        "admin.provider_changed",
+        serde_json::json!({"provider": rec.id, "enabled": rec.enabled, "display_name": rec.display_name}),
+    );
+    Ok(())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -329,6 +337,21 @@ pub async fn test_provider(
         Ok(_) => return not_found("provider"),
         Err(e) => return internal(e),
     };
+    let checks = connection_checks(&state, &rec).await;
+    changed(
+        &state,
+        &admin,
+        "admin.provider_tested",
+        serde_json::json!({"provider": rec.id, "ok": checks.iter().all(|c| c.ok)}),
+    );
+    axum::Json(checks).into_response()
+}
+
+/// The findings of "test connection" for one provider (the caller audits).
+pub async fn connection_checks(
+    state: &AppState,
+    rec: &homeroom_directory::ProviderRecord,
+) -> Vec<ConnectionCheck> {
     let mut checks = Vec::new();
     let issuer = rec.config["issuer"]
         .as_str()
@@ -354,7 +377,7 @@ pub async fn test_provider(
                 rec.kind
             ),
         });
-        return axum::Json(checks).into_response();
+        return checks;
     };
     let url = format!(
         "{}/.well-known/openid-configuration",
@@ -423,13 +446,7 @@ pub async fn test_provider(
             detail: format!("{url}: {e}"),
         }),
     }
-    changed(
-        &state,
-        &admin,
-        "admin.provider_tested",
-        serde_json::json!({"provider": rec.id, "ok": checks.iter().all(|c| c.ok)}),
-    );
-    axum::Json(checks).into_response()
+    checks
 }
 
 #[derive(Serialize, ToSchema)]
@@ -477,7 +494,8 @@ pub struct AccountOut {
     pub providers: Vec<String>,
 }
 
-async fn account_out(state: &AppState, a: homeroom_directory::Account) -> AccountOut {
+/// An account as the API and the console show it (with its linked providers).
+pub async fn account_out(state: &AppState, a: homeroom_directory::Account) -> AccountOut {
     let providers = state
         .directory
         .links_for_account(&a.id)
@@ -600,19 +618,30 @@ pub async fn account_status(
         Ok(a) => a,
         Err(r) => return r,
     };
-    if let Err(e) = state.directory.set_account_status(&a.id, status).await {
+    if let Err(e) = set_status(&state, &admin, &a, status).await {
         return internal(e);
     }
-    changed(
-        &state,
-        &admin,
-        "admin.account_status",
-        serde_json::json!({"account": a.id, "from": a.status.as_str(), "to": status.as_str()}),
-    );
     match own_account(&state, &admin, &id).await {
         Ok(a) => axum::Json(account_out(&state, a).await).into_response(),
         Err(r) => r,
     }
+}
+
+/// Changes an account's status and audits the change.
+pub async fn set_status(
+    state: &AppState,
+    admin: &Admin,
+    a: &homeroom_directory::Account,
+    status: AccountStatus,
+) -> Result<(), homeroom_directory::DirectoryError> {
+    state.directory.set_account_status(&a.id, status).await?;
+    changed(
+        state,
+        admin,
+        "admin.account_status",
+        serde_json::json!({"account": a.id, "from": a.status.as_str(), "to": status.as_str()}),
+    );
+    Ok(())
 }
 
 fn local_error(e: crate::local::LocalError) -> Response {
@@ -759,6 +788,20 @@ pub struct EventOut {
     pub account: Option<String>,
 }
 
+/// An audit event as the API and the console show it.
+pub fn event_out(e: homeroom_directory::AuditEvent) -> EventOut {
+    EventOut {
+        id: e.id,
+        reference: e.ref_id.map(|r| r.to_string()),
+        at_ms: e.at_ms,
+        kind: e.kind,
+        code: e.code,
+        provider: e.provider.map(|p| p.to_string()),
+        app: e.client.map(|c| c.to_string()),
+        account: e.account.map(|a| a.to_string()),
+    }
+}
+
 /// Audit events of the tenant, newest first.
 #[utoipa::path(get, path = "/admin/api/events", params(AuditQuery), responses((status = 200, body = [EventOut]), (status = 400, body = ApiError)), security(("bearer" = [])))]
 pub async fn events(
@@ -786,21 +829,7 @@ pub async fn events(
         limit: q.limit.unwrap_or(100),
     };
     match state.directory.list_audit(&filter).await {
-        Ok(list) => axum::Json(
-            list.into_iter()
-                .map(|e| EventOut {
-                    id: e.id,
-                    reference: e.ref_id.map(|r| r.to_string()),
-                    at_ms: e.at_ms,
-                    kind: e.kind,
-                    code: e.code,
-                    provider: e.provider.map(|p| p.to_string()),
-                    app: e.client.map(|c| c.to_string()),
-                    account: e.account.map(|a| a.to_string()),
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+        Ok(list) => axum::Json(list.into_iter().map(event_out).collect::<Vec<_>>()).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -854,35 +883,36 @@ pub async fn troubleshoot_handler(
     if query.chars().count() < 3 || query.len() > 320 {
         return bad("q", "3 to 320 characters");
     }
+    match troubleshoot_answer(&state, &admin.tenant, query).await {
+        Ok(out) => axum::Json(out).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The troubleshooter's answer for a (validated) query in a tenant: the trace of a
+/// reference id (`HR-...`), else the reports of up to five matching accounts.
+pub async fn troubleshoot_answer(
+    state: &AppState,
+    tenant: &TenantId,
+    query: &str,
+) -> Result<TroubleshootOut, homeroom_directory::DirectoryError> {
     state.audit.flush().await;
     if query.starts_with("HR-") {
-        return match troubleshoot::trace(&state.directory, &RefId::new(query), Some(&admin.tenant))
-            .await
-        {
-            Ok(trace) => axum::Json(TroubleshootOut {
-                accounts: Vec::new(),
-                trace,
-            })
-            .into_response(),
-            Err(e) => internal(e),
-        };
+        let trace = troubleshoot::trace(&state.directory, &RefId::new(query), Some(tenant)).await?;
+        return Ok(TroubleshootOut {
+            accounts: Vec::new(),
+            trace,
+        });
     }
-    let found = match troubleshoot::find(&state.directory, &admin.tenant, query).await {
-        Ok(f) => f,
-        Err(e) => return internal(e),
-    };
+    let found = troubleshoot::find(&state.directory, tenant, query).await?;
     let mut accounts = Vec::new();
     for a in found.iter().take(5) {
-        match troubleshoot::account_report(&state.directory, a, state.now()).await {
-            Ok(r) => accounts.push(r),
-            Err(e) => return internal(e),
-        }
+        accounts.push(troubleshoot::account_report(&state.directory, a, state.now()).await?);
     }
-    axum::Json(TroubleshootOut {
+    Ok(TroubleshootOut {
         accounts,
         trace: Vec::new(),
     })
-    .into_response()
 }
 
 #[derive(Serialize, ToSchema)]

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod cache;
+pub mod console;
 pub mod cookies;
 pub mod flows;
 pub mod guards;
@@ -212,6 +213,7 @@ pub fn app(state: AppState) -> Router {
         .route("/challenge", axum::routing::post(limits::verify))
         .merge(oauth::routes())
         .merge(admin::routes())
+        .merge(console::routes())
         .merge(pipeline::routes())
         .merge(saml::routes())
         .merge(local::routes())

@@ -781,10 +781,15 @@ fn issuer_origin(state: &AppState) -> String {
 }
 
 /// A form POST passes when its `csrf` field equals the CSRF cookie (constant time) and its
-/// `Origin`, when sent, is exactly ours.
+/// `Origin`, when sent, is exactly ours. Browsers send `Origin: null` for a same-origin
+/// form POST from a page whose referrer policy is `no-referrer` (ours are): that passes
+/// only when the browser also says `Sec-Fetch-Site: same-origin`.
 pub(crate) fn csrf_ok(state: &AppState, headers: &HeaderMap, form_token: &str) -> bool {
     let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
+        Some("null") => headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin"),
         Some(o) => o == issuer_origin(state),
     };
     let cookie_ok = match cookies::read(headers, cookies::CSRF, state.settings.secure_cookies) {

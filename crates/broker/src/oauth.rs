@@ -1226,9 +1226,15 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// A POST is same-origin when its `Origin` (or, failing that, nothing) names our issuer.
+/// `Origin: null` is what browsers send on same-origin form posts from our `no-referrer`
+/// pages; it passes only when the browser also says `Sec-Fetch-Site: same-origin`.
 fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
+        Some("null") => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "same-origin"),
         Some(o) => {
             state.settings.issuer.starts_with(o)
                 && state.settings.issuer[o.len()..]

@@ -689,6 +689,36 @@ async fn logout_checks_hint_and_post_logout_uri_and_needs_confirmation_without_h
         query_param(&location(&r), "code").is_some(),
         "still signed in"
     );
+    // A real browser's confirmation POST (Origin: null from our no-referrer page, but
+    // same-origin per Sec-Fetch-Site) is accepted; Origin: null from elsewhere is not.
+    let r = b.get(logout(String::new())).send().await.unwrap();
+    let page = r.text().await.unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(format!("{}/oauth2/logout", h.base))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page_code(r).await.1, "session.csrf");
+    let r = b
+        .get(authorize_url(&h, APP, Some(&c), &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        query_param(&location(&r), "code").is_some(),
+        "still signed in after the refused POST"
+    );
     // POST without the CSRF token is refused.
     let r = b
         .post(format!("{}/oauth2/logout", h.base))
@@ -796,4 +826,46 @@ async fn a_cached_token_still_expires_and_is_still_revocable() {
             "revoke={revoke}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_browser_logout_confirmation_with_origin_null_signs_out() {
+    let h = harness().await;
+    let b = browser();
+    login(&b, &h, APP, STUDENT).await;
+    let page = b
+        .get(format!("{}/oauth2/logout", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(format!("{}/oauth2/logout", h.base))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "signed-out page");
+    let (_, c) = pkce();
+    let r = b
+        .get(authorize_url(&h, APP, Some(&c), &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&r), "error").as_deref(),
+        Some("login_required")
+    );
 }

@@ -1,0 +1,1245 @@
+//! The IT web console under `/console`: server-rendered pages (askama, auto-escaped, no
+//! inline script or style) over the same logic as the admin API in [`crate::admin`].
+//!
+//! - Authentication: the browser's Homeroom SSO session of an active account holding the
+//!   `it_admin` role. Without a session the page offers to sign in (`/login?tenant=...`);
+//!   other accounts get 403. Everything is scoped to the admin's tenant: another tenant's
+//!   objects are "not found".
+//! - Every POST form carries the CSRF double-submit token (the `hr_csrf` cookie, also used
+//!   by the password pages) and is refused when the token is missing or wrong, or when its
+//!   `Origin` is not ours. Every change is audited by the admin module's helpers, naming the
+//!   admin (`account:<id>`).
+//! - Pages: dashboard (sign-ins of the last 24 hours as `<meter>` bars, top failure
+//!   reasons), users (search, role tabs, profile with the troubleshooter's checklist, local
+//!   password facts, email log and actions), troubleshooter, events and traces, providers
+//!   (enable/disable, test connection), apps, roster imports.
+
+use crate::AppState;
+use crate::admin::{self, Admin, ConnectionCheck};
+use crate::audit::{self, Ev};
+use crate::pages::html;
+use crate::troubleshoot::{AccountReport, FailureLine, Finding, LookAlike, TraceStep};
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use homeroom_core::clock::rfc3339;
+use homeroom_core::{AccountId, ClientId, LoginError, ProviderId, RefId, Role};
+use homeroom_directory::{Account, AccountStatus, AuditFilter, DirectoryError};
+use http::{HeaderMap, StatusCode};
+use std::collections::{BTreeMap, HashMap};
+
+/// Why a console page could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("session store: {0}")]
+    Session(String),
+}
+
+/// The signed-in admin as the page chrome shows it.
+pub struct Me {
+    pub name: String,
+    pub tenant_name: String,
+    /// Which navigation entry is current.
+    pub section: &'static str,
+    /// The CSRF double-submit token every form carries.
+    pub csrf: String,
+}
+
+/// A console request by an authenticated admin.
+struct Ctx {
+    admin: Admin,
+    me: Me,
+    fresh_csrf: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console_message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+    button_href: &'a str,
+    button_label: &'a str,
+    hint: &'a str,
+}
+
+fn message(status: StatusCode, title: &str, message: &str) -> Response {
+    html(
+        status,
+        &MessagePage {
+            title,
+            message,
+            button_href: "",
+            button_label: "",
+            hint: "",
+        },
+    )
+}
+
+fn failed(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "console internal error");
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The console could not load this page. The details are in the server log.",
+    )
+}
+
+fn not_found(what: &str) -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &format!("There is no such {what} in your tenant."),
+    )
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The signed-in it_admin, or the page to show instead (sign in, or 403).
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    section: &'static str,
+    tenant_hint: Option<&str>,
+) -> Result<Ctx, Response> {
+    let session = match crate::pipeline::current_session(state, headers).await {
+        Ok(s) => s,
+        Err(r) => return Err(failed(ConsoleError::Session(r.detail))),
+    };
+    let Some((_, session)) = session else {
+        let href = match tenant_hint.filter(|t| !t.is_empty() && t.len() <= 100) {
+            Some(t) => format!("/login?tenant={}", enc(t)),
+            None => "/login".to_owned(),
+        };
+        return Err(html(
+            StatusCode::UNAUTHORIZED,
+            &MessagePage {
+                title: "Sign in to the console",
+                message: "The Homeroom console is for your school's IT staff. Sign in with your IT administrator account.",
+                button_href: &href,
+                button_label: "Sign in",
+                hint: "Once you are signed in, open /console again.",
+            },
+        ));
+    };
+    let account = match state.directory.get_account(&session.account).await {
+        Ok(a) => a,
+        Err(e) => return Err(failed(e)),
+    };
+    let Some(account) = account.filter(|a| {
+        a.status == AccountStatus::Active
+            && a.roles.contains(&Role::ItAdmin)
+            && a.tenant == session.tenant
+    }) else {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            "Not for this account",
+            "The console is only for active accounts with the IT administrator role. Ask your IT team if you need access.",
+        ));
+    };
+    let tenant_name = match state.directory.get_tenant(&account.tenant).await {
+        Ok(t) => t
+            .map(|t| t.name)
+            .unwrap_or_else(|| account.tenant.to_string()),
+        Err(e) => return Err(failed(e)),
+    };
+    let Some((csrf, fresh_csrf)) = crate::local::csrf_token(state, headers) else {
+        return Err(failed("randomness unavailable"));
+    };
+    Ok(Ctx {
+        me: Me {
+            name: account
+                .name
+                .clone()
+                .or_else(|| account.email.clone())
+                .unwrap_or_else(|| account.id.to_string()),
+            tenant_name,
+            section,
+            csrf,
+        },
+        admin: Admin {
+            tenant: account.tenant.clone(),
+            actor: format!("account:{}", account.id),
+        },
+        fresh_csrf,
+    })
+}
+
+/// [`authenticate`] for a form POST, which also needs a valid CSRF token and our origin.
+async fn authenticate_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    section: &'static str,
+    form: &HashMap<String, String>,
+) -> Result<Ctx, Response> {
+    let ctx = authenticate(state, headers, section, None).await?;
+    let token = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !crate::local::csrf_ok(state, headers, token) {
+        audit::record(
+            state,
+            None,
+            "console.csrf_refused",
+            Ev {
+                tenant: Some(ctx.admin.tenant.clone()),
+                code: Some(LoginError::Csrf.code().to_owned()),
+                ..Default::default()
+            }
+            .detail(serde_json::json!({"by": ctx.admin.actor})),
+        );
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            "The form expired",
+            "This form could not be checked (it was sent from another site, or it is too old). Nothing was changed. Go back, reload the page and try again.",
+        ));
+    }
+    Ok(ctx)
+}
+
+fn render<T: Template>(state: &AppState, ctx: &Ctx, status: StatusCode, t: &T) -> Response {
+    crate::local::with_csrf(state, html(status, t), &ctx.me.csrf, ctx.fresh_csrf)
+}
+
+fn see_other(to: &str) -> Response {
+    crate::respond::redirect(StatusCode::SEE_OTHER, to)
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+type FormResult =
+    Result<axum::Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>;
+
+fn form_fields(f: FormResult) -> HashMap<String, String> {
+    f.map(|axum::Form(m)| m).unwrap_or_default()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct TenantHint {
+    tenant: Option<String>,
+}
+
+// ---------------------------------------------------------------- dashboard
+
+struct Bar {
+    label: String,
+    value: usize,
+    tone: &'static str,
+}
+
+struct ProviderRow {
+    label: String,
+    ok: usize,
+    refused: usize,
+}
+
+struct CodeRow {
+    code: String,
+    value: usize,
+    guidance: String,
+}
+
+#[derive(Template)]
+#[template(path = "console_dashboard.html")]
+struct DashboardPage<'a> {
+    me: &'a Me,
+    total: usize,
+    succeeded: usize,
+    refused: usize,
+    truncated: bool,
+    by_outcome: Vec<Bar>,
+    max_outcome: usize,
+    by_provider: Vec<ProviderRow>,
+    max_provider: usize,
+    by_code: Vec<CodeRow>,
+    max_code: usize,
+}
+
+const WINDOW_LIMIT: i64 = 1000;
+
+async fn dashboard(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: QueryResult<TenantHint>,
+) -> Response {
+    let hint = q.ok().and_then(|Query(q)| q.tenant);
+    let ctx = match authenticate(&state, &headers, "dashboard", hint.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    state.audit.flush().await;
+    let since = (state.now() - 24 * 3600).saturating_mul(1000);
+    let window = |kind: &str| AuditFilter {
+        tenant: Some(ctx.admin.tenant.clone()),
+        kind: Some(kind.into()),
+        since_ms: Some(since),
+        limit: WINDOW_LIMIT,
+        ..Default::default()
+    };
+    let ok = match state.directory.list_audit(&window("login.success")).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let bad = match state.directory.list_audit(&window("login.refused")).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let truncated = ok.len() as i64 >= WINDOW_LIMIT || bad.len() as i64 >= WINDOW_LIMIT;
+    let mut providers: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let label = |p: &Option<ProviderId>| {
+        p.as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "Homeroom password / none".into())
+    };
+    for e in &ok {
+        providers.entry(label(&e.provider)).or_default().0 += 1;
+    }
+    let mut codes: HashMap<String, (usize, String)> = HashMap::new();
+    for e in &bad {
+        providers.entry(label(&e.provider)).or_default().1 += 1;
+        let code = e.code.clone().unwrap_or_else(|| "unknown".into());
+        let entry = codes.entry(code).or_insert_with(|| {
+            let guidance = e
+                .detail
+                .get("error")
+                .and_then(|v| serde_json::from_value::<LoginError>(v.clone()).ok())
+                .map(|err| err.it_guidance())
+                .unwrap_or_default();
+            (0, guidance)
+        });
+        entry.0 += 1;
+    }
+    let mut by_code: Vec<CodeRow> = codes
+        .into_iter()
+        .map(|(code, (value, guidance))| CodeRow {
+            code,
+            value,
+            guidance,
+        })
+        .collect();
+    by_code.sort_by(|a, b| b.value.cmp(&a.value).then(a.code.cmp(&b.code)));
+    by_code.truncate(10);
+    let by_provider: Vec<ProviderRow> = providers
+        .into_iter()
+        .map(|(label, (ok, refused))| ProviderRow { label, ok, refused })
+        .collect();
+    let page = DashboardPage {
+        me: &ctx.me,
+        total: ok.len() + bad.len(),
+        succeeded: ok.len(),
+        refused: bad.len(),
+        truncated,
+        max_outcome: ok.len().max(bad.len()).max(1),
+        by_outcome: vec![
+            Bar {
+                label: "Signed in".into(),
+                value: ok.len(),
+                tone: "ok",
+            },
+            Bar {
+                label: "Refused".into(),
+                value: bad.len(),
+                tone: "bad",
+            },
+        ],
+        max_provider: by_provider
+            .iter()
+            .map(|p| p.ok.max(p.refused))
+            .max()
+            .unwrap_or(0)
+            .max(1),
+        by_provider,
+        max_code: by_code.first().map(|c| c.value).unwrap_or(1).max(1),
+        by_code,
+    };
+    render(&state, &ctx, StatusCode::OK, &page)
+}
+
+// ---------------------------------------------------------------- users
+
+struct Tab {
+    label: &'static str,
+    href: String,
+    current: bool,
+}
+
+struct UserRow {
+    id: String,
+    name: String,
+    login: String,
+    roles: String,
+    status: String,
+}
+
+#[derive(Template)]
+#[template(path = "console_users.html")]
+struct UsersPage<'a> {
+    me: &'a Me,
+    q: &'a str,
+    role: &'a str,
+    tabs: Vec<Tab>,
+    notice: String,
+    results: Vec<UserRow>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct UsersQuery {
+    q: Option<String>,
+    role: Option<String>,
+}
+
+fn roles_text(a: &Account) -> String {
+    a.roles
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: QueryResult<UsersQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "users", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let UsersQuery { q, role } = q.map(|Query(q)| q).unwrap_or_default();
+    let q = q.unwrap_or_default();
+    let query = q.trim();
+    let role_s = role.unwrap_or_default();
+    let role = match role_s.as_str() {
+        "" => None,
+        r => match r.parse::<Role>() {
+            Ok(r) => Some(r),
+            Err(_) => return message(StatusCode::BAD_REQUEST, "Unknown role", "Pick a tab."),
+        },
+    };
+    let tabs = [
+        ("All", ""),
+        ("Teachers", "teacher"),
+        ("Students", "student"),
+    ]
+    .into_iter()
+    .map(|(label, r)| Tab {
+        label,
+        href: match (query.is_empty(), r.is_empty()) {
+            (true, true) => "/console/users".into(),
+            (true, false) => format!("/console/users?role={r}"),
+            (false, true) => format!("/console/users?q={}", enc(query)),
+            (false, false) => format!("/console/users?q={}&role={r}", enc(query)),
+        },
+        current: r == role_s,
+    })
+    .collect();
+    let mut notice = String::new();
+    let mut results = Vec::new();
+    if query.chars().count() < 3 || query.len() > 320 {
+        if !query.is_empty() {
+            notice = "Type at least 3 letters of a name, email or username.".into();
+        }
+    } else {
+        match state
+            .directory
+            .search_accounts(&ctx.admin.tenant, query, role, 50)
+            .await
+        {
+            Ok(list) => {
+                if list.is_empty() {
+                    notice =
+                        "Nobody in your tenant matches. Try the troubleshooter for a wider look."
+                            .into();
+                }
+                results = list
+                    .iter()
+                    .map(|a| UserRow {
+                        id: a.id.to_string(),
+                        name: a.name.clone().unwrap_or_else(|| "(no name)".into()),
+                        login: a
+                            .email
+                            .clone()
+                            .or_else(|| a.username.clone())
+                            .unwrap_or_default(),
+                        roles: roles_text(a),
+                        status: a.status.as_str().into(),
+                    })
+                    .collect();
+            }
+            Err(e) => return failed(e),
+        }
+    }
+    let page = UsersPage {
+        me: &ctx.me,
+        q: query,
+        role: &role_s,
+        tabs,
+        notice,
+        results,
+    };
+    render(&state, &ctx, StatusCode::OK, &page)
+}
+
+struct Action {
+    path: &'static str,
+    status: &'static str,
+    label: &'static str,
+}
+
+struct MailRow {
+    at: String,
+    kind: String,
+    to: String,
+    subject: String,
+    status: String,
+}
+
+#[derive(Template)]
+#[template(path = "console_user.html")]
+struct UserPage<'a> {
+    me: &'a Me,
+    id: String,
+    name: String,
+    status: String,
+    email: String,
+    username: String,
+    roles: String,
+    providers: String,
+    notice: &'a str,
+    link: &'a str,
+    link_label: &'a str,
+    link_expires: String,
+    actions: Vec<Action>,
+    findings: Vec<Finding>,
+    look_alikes: Vec<LookAlike>,
+    failures: Vec<FailureLine>,
+    local: Vec<(&'static str, String)>,
+    emails: Vec<MailRow>,
+}
+
+/// The account with this id in the admin's tenant, or the 404 page.
+async fn own_account(state: &AppState, admin: &Admin, id: &str) -> Result<Account, Response> {
+    match state.directory.get_account(&AccountId::new(id)).await {
+        Ok(Some(a)) if a.tenant == admin.tenant => Ok(a),
+        Ok(_) => Err(not_found("account")),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// A link IT just issued, shown once on the profile.
+struct Issued<'a> {
+    label: &'a str,
+    url: String,
+    expires_at: Option<i64>,
+}
+
+async fn profile_page(
+    state: &AppState,
+    ctx: &Ctx,
+    a: Account,
+    notice: &str,
+    issued: Option<Issued<'_>>,
+) -> Response {
+    let report: AccountReport =
+        match crate::troubleshoot::account_report(&state.directory, &a, state.now()).await {
+            Ok(r) => r,
+            Err(e) => return failed(e),
+        };
+    let local = match crate::local::status(state, &a.id).await {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let emails = match crate::local::email_log(state, &a.id).await {
+        Ok(m) => m,
+        Err(e) => return failed(e),
+    };
+    let mut actions = Vec::new();
+    if a.status == AccountStatus::Active {
+        actions.push(Action {
+            path: "status",
+            status: "archived",
+            label: "Archive",
+        });
+        actions.push(Action {
+            path: "status",
+            status: "suspended",
+            label: "Suspend",
+        });
+    } else {
+        actions.push(Action {
+            path: "status",
+            status: "active",
+            label: "Activate",
+        });
+    }
+    let mut local_facts = Vec::new();
+    match &local {
+        Some(s) => {
+            if s.locked_until.is_some() || s.failed_attempts > 0 {
+                actions.push(Action {
+                    path: "unlock",
+                    status: "",
+                    label: "Unlock",
+                });
+            }
+            if s.password_set {
+                actions.push(Action {
+                    path: "reset",
+                    status: "",
+                    label: "Copy a reset link",
+                });
+            } else {
+                actions.push(Action {
+                    path: "invitation",
+                    status: "",
+                    label: "Copy an invitation link",
+                });
+            }
+            local_facts.push((
+                "Password",
+                match s.password_set_at {
+                    Some(t) if s.password_set => format!("set {}", rfc3339(t)),
+                    _ if s.password_set => "set".into(),
+                    _ => "not set yet".into(),
+                },
+            ));
+            local_facts.push(("Failed attempts", s.failed_attempts.to_string()));
+            if let Some(t) = s.last_failed_at {
+                local_facts.push(("Last failed attempt", rfc3339(t)));
+            }
+            local_facts.push((
+                "Locked",
+                s.locked_until
+                    .map(|t| format!("until {}", rfc3339(t)))
+                    .unwrap_or_else(|| "no".into()),
+            ));
+            if let Some(i) = &s.pending_invitation {
+                local_facts.push((
+                    "Pending invitation",
+                    format!("sent {} by {}", rfc3339(i.created_at), i.created_by),
+                ));
+            }
+            if let Some(r) = &s.pending_reset {
+                local_facts.push((
+                    "Pending reset",
+                    format!(
+                        "sent {}, expires {}",
+                        rfc3339(r.sent_at),
+                        rfc3339(r.expires_at)
+                    ),
+                ));
+            }
+        }
+        None => {
+            let has_links = !admin::account_out(state, a.clone())
+                .await
+                .providers
+                .is_empty();
+            if !has_links {
+                actions.push(Action {
+                    path: "invitation",
+                    status: "",
+                    label: "Copy an invitation link",
+                });
+                local_facts.push((
+                    "Password",
+                    "none yet, and no provider linked: copy an invitation link so the person can set one".into(),
+                ));
+            }
+        }
+    }
+    let out = admin::account_out(state, a.clone()).await;
+    let (link, link_label, link_expires) = match &issued {
+        Some(i) => (
+            i.url.as_str(),
+            i.label,
+            i.expires_at.map(rfc3339).unwrap_or_default(),
+        ),
+        None => ("", "", String::new()),
+    };
+    let page = UserPage {
+        me: &ctx.me,
+        id: out.id,
+        name: out.name.unwrap_or_else(|| "(no name)".into()),
+        status: out.status,
+        email: out
+            .email
+            .map(|e| {
+                format!(
+                    "{e} ({})",
+                    if out.email_verified {
+                        "verified"
+                    } else {
+                        "not verified"
+                    }
+                )
+            })
+            .unwrap_or_else(|| "none".into()),
+        username: out.username.unwrap_or_else(|| "none".into()),
+        roles: out.roles.join(", "),
+        providers: if out.providers.is_empty() {
+            "none".into()
+        } else {
+            out.providers.join(", ")
+        },
+        notice,
+        link,
+        link_label,
+        link_expires,
+        actions,
+        findings: report.findings,
+        look_alikes: report.look_alikes,
+        failures: report.recent_failures,
+        local: local_facts,
+        emails: emails
+            .into_iter()
+            .map(|m| MailRow {
+                at: rfc3339(m.created_at),
+                kind: m.kind,
+                to: m.to,
+                subject: m.subject,
+                status: m.status.as_str().into(),
+            })
+            .collect(),
+    };
+    render(state, ctx, StatusCode::OK, &page)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+async fn user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: QueryResult<DoneQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "users", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let a = match own_account(&state, &ctx.admin, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
+        Some("status") => "The account's status was changed.",
+        Some("unlocked") => "The account was unlocked.",
+        Some("not_locked") => "The account was not locked.",
+        _ => "",
+    };
+    profile_page(&state, &ctx, a, notice, None).await
+}
+
+fn local_refusal(e: crate::local::LocalError) -> Option<&'static str> {
+    use crate::local::LocalError as L;
+    match e {
+        L::SsoOnly(_) => Some(
+            "This account signs in through a school provider; its password lives there, not in Homeroom.",
+        ),
+        L::PasswordAlreadySet => {
+            Some("The account already has a password: copy a reset link instead.")
+        }
+        L::NotLocal => Some("The account has no Homeroom password: send an invitation first."),
+        L::NoLogin => Some("The account has no email or username to sign in with."),
+        L::NoAccount => Some("No such account."),
+        L::Random | L::Directory(_) => None,
+    }
+}
+
+async fn user_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    form: FormResult,
+) -> Response {
+    let form = form_fields(form);
+    let ctx = match authenticate_post(&state, &headers, "users", &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let a = match own_account(&state, &ctx.admin, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let back = format!("/console/users/{}", enc(a.id.as_str()));
+    match action.as_str() {
+        "status" => {
+            let Some(status) = form.get("status").and_then(|s| AccountStatus::parse(s)) else {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown status",
+                    "The status must be active, suspended or archived. Nothing was changed.",
+                );
+            };
+            if let Err(e) = admin::set_status(&state, &ctx.admin, &a, status).await {
+                return failed(e);
+            }
+            see_other(&format!("{back}?done=status"))
+        }
+        "unlock" => match crate::local::unlock(&state, &a.id, &ctx.admin.actor).await {
+            Ok(true) => see_other(&format!("{back}?done=unlocked")),
+            Ok(false) => see_other(&format!("{back}?done=not_locked")),
+            Err(e) => match local_refusal(e) {
+                Some(why) => profile_page(&state, &ctx, a, why, None).await,
+                None => failed("unlock failed"),
+            },
+        },
+        "invitation" | "reset" => {
+            let invitation = action == "invitation";
+            let result = if invitation {
+                crate::local::invite(&state, &a.id, &ctx.admin.actor).await
+            } else {
+                crate::local::issue_reset(&state, &a.id, &ctx.admin.actor).await
+            };
+            match result {
+                Ok(link) => {
+                    admin::changed(
+                        &state,
+                        &ctx.admin,
+                        if invitation {
+                            "admin.invitation_issued"
+                        } else {
+                            "admin.reset_issued"
+                        },
+                        serde_json::json!({"account": a.id, "via": "console"}),
+                    );
+                    let label = if invitation {
+                        "Invitation link (it never expires; first use sets a password)"
+                    } else {
+                        "Password reset link (single use)"
+                    };
+                    profile_page(
+                        &state,
+                        &ctx,
+                        a,
+                        "A new link was issued.",
+                        Some(Issued {
+                            label,
+                            url: link.url,
+                            expires_at: link.expires_at,
+                        }),
+                    )
+                    .await
+                }
+                Err(e) => match local_refusal(e) {
+                    Some(why) => profile_page(&state, &ctx, a, why, None).await,
+                    None => failed("issuing a link failed"),
+                },
+            }
+        }
+        _ => not_found("action"),
+    }
+}
+
+// ---------------------------------------------------------------- troubleshooter, events
+
+impl TraceStep {
+    /// The step's detail as indented JSON, for the page.
+    pub fn detail_text(&self) -> String {
+        serde_json::to_string_pretty(&self.detail).unwrap_or_default()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console_troubleshoot.html")]
+struct TroubleshootPage<'a> {
+    me: &'a Me,
+    q: &'a str,
+    notice: &'a str,
+    accounts: Vec<AccountReport>,
+    trace: Vec<TraceStep>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct QQuery {
+    q: Option<String>,
+}
+
+async fn troubleshooter(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: QueryResult<QQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "troubleshoot", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = q.ok().and_then(|Query(q)| q.q).unwrap_or_default();
+    let query = q.trim();
+    let (mut accounts, mut trace, mut notice) = (Vec::new(), Vec::new(), "");
+    if query.chars().count() < 3 || query.len() > 320 {
+        if !query.is_empty() {
+            notice = "Type at least 3 characters.";
+        }
+    } else {
+        match admin::troubleshoot_answer(&state, &ctx.admin.tenant, query).await {
+            Ok(out) => {
+                accounts = out.accounts;
+                trace = out.trace;
+                if accounts.is_empty() && trace.is_empty() {
+                    notice = if query.starts_with("HR-") {
+                        "No attempt with this reference in your tenant. Check the reference on the student's error page."
+                    } else {
+                        "Nobody in your tenant matches: the account may not exist yet, or may be in another district."
+                    };
+                }
+            }
+            Err(e) => return failed(e),
+        }
+    }
+    let page = TroubleshootPage {
+        me: &ctx.me,
+        q: query,
+        notice,
+        accounts,
+        trace,
+    };
+    render(&state, &ctx, StatusCode::OK, &page)
+}
+
+struct EventRow {
+    at: String,
+    kind: String,
+    code: String,
+    provider: String,
+    app: String,
+    reference: String,
+}
+
+#[derive(Template)]
+#[template(path = "console_events.html")]
+struct EventsPage<'a> {
+    me: &'a Me,
+    code: &'a str,
+    provider: &'a str,
+    app: &'a str,
+    events: Vec<EventRow>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct EventsQuery {
+    code: Option<String>,
+    provider: Option<String>,
+    app: Option<String>,
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 100)
+        .map(str::to_owned)
+}
+
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: QueryResult<EventsQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "events", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let (code, provider, app) = (nonempty(&q.code), nonempty(&q.provider), nonempty(&q.app));
+    state.audit.flush().await;
+    let filter = AuditFilter {
+        tenant: Some(ctx.admin.tenant.clone()),
+        code: code.clone(),
+        provider: provider.clone().map(ProviderId::new),
+        client: app.clone().map(ClientId::new),
+        limit: 200,
+        ..Default::default()
+    };
+    let list = match state.directory.list_audit(&filter).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let events = list
+        .into_iter()
+        .map(admin::event_out)
+        .map(|e| EventRow {
+            at: rfc3339(e.at_ms / 1000),
+            kind: e.kind,
+            code: e.code.unwrap_or_default(),
+            provider: e.provider.unwrap_or_default(),
+            app: e.app.unwrap_or_default(),
+            reference: e.reference.unwrap_or_default(),
+        })
+        .collect();
+    let page = EventsPage {
+        me: &ctx.me,
+        code: code.as_deref().unwrap_or(""),
+        provider: provider.as_deref().unwrap_or(""),
+        app: app.as_deref().unwrap_or(""),
+        events,
+    };
+    render(&state, &ctx, StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "console_trace.html")]
+struct TracePage<'a> {
+    me: &'a Me,
+    reference: &'a str,
+    trace: Vec<TraceStep>,
+}
+
+async fn trace(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "events", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if reference.len() > 100 {
+        return not_found("reference");
+    }
+    state.audit.flush().await;
+    let steps = match crate::troubleshoot::trace(
+        &state.directory,
+        &RefId::new(reference.clone()),
+        Some(&ctx.admin.tenant),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let status = if steps.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let page = TracePage {
+        me: &ctx.me,
+        reference: &reference,
+        trace: steps,
+    };
+    render(&state, &ctx, status, &page)
+}
+
+// ---------------------------------------------------------------- providers, apps, rosters
+
+struct ProviderLine {
+    id: String,
+    kind: String,
+    display_name: String,
+    enabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console_providers.html")]
+struct ProvidersPage<'a> {
+    me: &'a Me,
+    notice: &'a str,
+    tested: &'a str,
+    checks: Vec<ConnectionCheck>,
+    providers: Vec<ProviderLine>,
+}
+
+async fn providers_page(
+    state: &AppState,
+    ctx: &Ctx,
+    notice: &str,
+    tested: &str,
+    checks: Vec<ConnectionCheck>,
+) -> Response {
+    let list = match state
+        .directory
+        .list_providers(Some(&ctx.admin.tenant))
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let page = ProvidersPage {
+        me: &ctx.me,
+        notice,
+        tested,
+        checks,
+        providers: list
+            .into_iter()
+            .map(|p| ProviderLine {
+                id: p.id.to_string(),
+                kind: p.kind,
+                display_name: p.display_name,
+                enabled: p.enabled,
+            })
+            .collect(),
+    };
+    render(state, ctx, StatusCode::OK, &page)
+}
+
+async fn providers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: QueryResult<DoneQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "providers", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
+        Some("enabled") => "The provider is enabled.",
+        Some("disabled") => "The provider is disabled: its button is gone from the sign-in page.",
+        _ => "",
+    };
+    providers_page(&state, &ctx, notice, "", Vec::new()).await
+}
+
+async fn provider_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    form: FormResult,
+) -> Response {
+    let form = form_fields(form);
+    let ctx = match authenticate_post(&state, &headers, "providers", &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut rec = match state.directory.get_provider(&ProviderId::new(id)).await {
+        Ok(Some(p)) if p.tenant == ctx.admin.tenant => p,
+        Ok(_) => return not_found("provider"),
+        Err(e) => return failed(e),
+    };
+    match action.as_str() {
+        "enabled" => {
+            let enabled = match form.get("enabled").map(String::as_str) {
+                Some("true") => true,
+                Some("false") => false,
+                _ => {
+                    return message(
+                        StatusCode::BAD_REQUEST,
+                        "Bad request",
+                        "enabled must be true or false. Nothing was changed.",
+                    );
+                }
+            };
+            rec.enabled = enabled;
+            if let Err(e) = admin::save_provider(&state, &ctx.admin, &rec).await {
+                return failed(e);
+            }
+            see_other(if enabled {
+                "/console/providers?done=enabled"
+            } else {
+                "/console/providers?done=disabled"
+            })
+        }
+        "test" => {
+            let checks = admin::connection_checks(&state, &rec).await;
+            admin::changed(
+                &state,
+                &ctx.admin,
+                "admin.provider_tested",
+                serde_json::json!({"provider": rec.id, "ok": checks.iter().all(|c| c.ok), "via": "console"}),
+            );
+            let tested = rec.display_name.clone();
+            providers_page(&state, &ctx, "", &tested, checks).await
+        }
+        _ => not_found("action"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console_apps.html")]
+struct AppsPage<'a> {
+    me: &'a Me,
+    apps: Vec<admin::AppOut>,
+}
+
+async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let ctx = match authenticate(&state, &headers, "apps", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let list = match state.directory.list_apps(Some(&ctx.admin.tenant)).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let page = AppsPage {
+        me: &ctx.me,
+        apps: list
+            .into_iter()
+            .map(|a| admin::AppOut {
+                public: a.is_public(),
+                client_id: a.client_id.to_string(),
+                name: a.name,
+                redirect_uris: a.redirect_uris,
+                enabled: a.enabled,
+            })
+            .collect(),
+    };
+    render(&state, &ctx, StatusCode::OK, &page)
+}
+
+struct ImportRow {
+    finished: String,
+    status: String,
+    ok: bool,
+    mode: String,
+    added: i64,
+    updated: i64,
+    deactivated: i64,
+    conflicts: i64,
+    errors: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console_rosters.html")]
+struct RostersPage<'a> {
+    me: &'a Me,
+    imports: Vec<ImportRow>,
+}
+
+async fn rosters(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let ctx = match authenticate(&state, &headers, "rosters", None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let list = match state.directory.roster_imports(&ctx.admin.tenant, 50).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let page = RostersPage {
+        me: &ctx.me,
+        imports: list
+            .into_iter()
+            .map(|i| ImportRow {
+                finished: rfc3339(i.finished_at),
+                ok: i.succeeded(),
+                status: i.status,
+                mode: i.mode,
+                added: i.added,
+                updated: i.updated,
+                deactivated: i.deactivated,
+                conflicts: i.conflicts,
+                errors: i.errors,
+            })
+            .collect(),
+    };
+    render(&state, &ctx, StatusCode::OK, &page)
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(dashboard))
+        .route("/console/users", get(users))
+        .route("/console/users/{id}", get(user))
+        .route("/console/users/{id}/{action}", post(user_action))
+        .route("/console/troubleshoot", get(troubleshooter))
+        .route("/console/events", get(events))
+        .route("/console/trace/{reference}", get(trace))
+        .route("/console/providers", get(providers))
+        .route("/console/providers/{id}/{action}", post(provider_action))
+        .route("/console/apps", get(apps))
+        .route("/console/rosters", get(rosters))
+}
