@@ -36,7 +36,8 @@ if command -v chromium >/dev/null || [ "${CI:-}" = "true" ]; then
   if [ ! -d tests/console-e2e/node_modules/playwright-core ]; then
     (cd tests/console-e2e && npm ci --no-audit --no-fund)
   fi
-  cargo test -p homeroom-broker --test console -- --ignored
+  # --workspace keeps the feature set of the run above (no rebuild).
+  cargo test --workspace --test console -- --ignored
 else
   echo "warning: chromium is not installed (apt-get install -y chromium); console end-to-end test skipped" >&2
 fi
