@@ -458,6 +458,269 @@ pub struct AppOut {
     pub enabled: bool,
 }
 
+/// A new app (OAuth client) of the tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreate {
+    pub client_id: String,
+    pub name: String,
+    /// Exact-match redirect URIs: https, http on loopback, or (native) a reverse-domain scheme.
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client (no secret; PKCE required). Default false: a secret is generated.
+    #[serde(default)]
+    pub public: bool,
+    /// A native/mobile app (private-use URI schemes allowed).
+    #[serde(default)]
+    pub native: bool,
+    /// Default: openid profile email offline_access.
+    pub scopes: Option<Vec<String>>,
+    /// `RS256` (default) or `ES256`.
+    pub id_token_alg: Option<String>,
+    pub start_url: Option<String>,
+    pub initiate_login_uri: Option<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The created app; `client_secret` is shown once and stored only as a hash.
+#[derive(Serialize, ToSchema)]
+pub struct AppCreated {
+    pub app: AppOut,
+    pub client_secret: Option<String>,
+}
+
+const APP_SCOPES: [&str; 6] = [
+    "openid",
+    "profile",
+    "email",
+    "offline_access",
+    "roles",
+    ADMIN_SCOPE,
+];
+
+fn check_uris(field: &str, uris: &[String], native: bool) -> Result<(), Response> {
+    for (i, u) in uris.iter().enumerate() {
+        if let Some(reason) = crate::oauth::check_redirect_uri(u, native) {
+            return Err(bad(&format!("{field}[{i}]"), &reason));
+        }
+    }
+    Ok(())
+}
+
+/// Registers an app. Bad input names the field (e.g. `redirect_uris[0]`) and creates nothing.
+#[utoipa::path(post, path = "/admin/api/apps", request_body = AppCreate, responses((status = 201, body = AppCreated), (status = 400, body = ApiError), (status = 409, body = ApiError)), security(("bearer" = [])))]
+pub async fn create_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::Json<AppCreate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let axum::Json(c) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("body", &e.body_text()),
+    };
+    let id_ok = (3..=64).contains(&c.client_id.len())
+        && c.client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !id_ok {
+        return bad("client_id", "3 to 64 characters: letters, digits, - _ .");
+    }
+    if c.name.trim().is_empty() || c.name.len() > 100 {
+        return bad("name", "must be 1 to 100 characters");
+    }
+    if c.redirect_uris.is_empty() {
+        return bad("redirect_uris", "at least one redirect URI is required");
+    }
+    if let Err(r) = check_uris("redirect_uris", &c.redirect_uris, c.native) {
+        return r;
+    }
+    if let Err(r) = check_uris(
+        "post_logout_redirect_uris",
+        &c.post_logout_redirect_uris,
+        c.native,
+    ) {
+        return r;
+    }
+    for (field, v) in [
+        ("start_url", &c.start_url),
+        ("initiate_login_uri", &c.initiate_login_uri),
+    ] {
+        if let Some(u) = v {
+            if let Some(reason) = crate::oauth::check_redirect_uri(u, false) {
+                return bad(field, &reason);
+            }
+        }
+    }
+    let scopes = c.scopes.clone().unwrap_or_else(|| {
+        ["openid", "profile", "email", "offline_access"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
+    if let Some((i, s)) = scopes
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !APP_SCOPES.contains(&s.as_str()))
+    {
+        return bad(&format!("scopes[{i}]"), &format!("unknown scope {s:?}"));
+    }
+    let alg = c.id_token_alg.clone().unwrap_or_else(|| "RS256".into());
+    if !matches!(alg.as_str(), "RS256" | "ES256") {
+        return bad("id_token_alg", "must be RS256 or ES256");
+    }
+    let id = homeroom_core::ClientId::new(c.client_id.clone());
+    match state.directory.get_app(&id).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return api_error(
+                StatusCode::CONFLICT,
+                "exists",
+                Some("client_id"),
+                "an app with this client_id already exists",
+            );
+        }
+        Err(e) => return internal(e),
+    }
+    let secret = if c.public {
+        None
+    } else {
+        match homeroom_core::crypto::random_token(32) {
+            Ok(s) => Some(s),
+            Err(e) => return internal(e),
+        }
+    };
+    let record = homeroom_directory::AppRecord {
+        client_id: id,
+        tenant: admin.tenant.clone(),
+        name: c.name.trim().to_owned(),
+        secret_hash: secret.as_deref().map(homeroom_core::crypto::sha256_hex),
+        token_endpoint_auth_method: if c.public {
+            "none".into()
+        } else {
+            "client_secret_basic".into()
+        },
+        redirect_uris: c.redirect_uris,
+        post_logout_redirect_uris: c.post_logout_redirect_uris,
+        allowed_scopes: scopes,
+        id_token_alg: alg,
+        enabled: true,
+        initiate_login_uri: c.initiate_login_uri,
+        start_url: c.start_url,
+        allowed_origins: c.allowed_origins,
+    };
+    if let Err(e) = state.directory.upsert_app(&record).await {
+        return internal(e);
+    }
+    state.caches.forget_apps();
+    changed(
+        &state,
+        &admin,
+        "admin.app_created",
+        serde_json::json!({"app": record.client_id, "public": c.public}),
+    );
+    let out = AppOut {
+        public: record.is_public(),
+        client_id: record.client_id.to_string(),
+        name: record.name,
+        redirect_uris: record.redirect_uris,
+        enabled: true,
+    };
+    (
+        StatusCode::CREATED,
+        axum::Json(AppCreated {
+            app: out,
+            client_secret: secret,
+        }),
+    )
+        .into_response()
+}
+
+/// Changes to an app (every field optional).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppPatch {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Edits an app of the tenant.
+#[utoipa::path(patch, path = "/admin/api/apps/{id}", request_body = AppPatch, responses((status = 200, body = AppOut), (status = 400, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn patch_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<axum::Json<AppPatch>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let axum::Json(p) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("body", &e.body_text()),
+    };
+    let mut app = match state
+        .directory
+        .get_app(&homeroom_core::ClientId::new(id))
+        .await
+    {
+        Ok(Some(a)) if a.tenant == admin.tenant => a,
+        Ok(_) => return not_found("app"),
+        Err(e) => return internal(e),
+    };
+    let native = app.redirect_uris.iter().any(|u| !u.starts_with("http"));
+    if let Some(n) = &p.name {
+        if n.trim().is_empty() || n.len() > 100 {
+            return bad("name", "must be 1 to 100 characters");
+        }
+    }
+    if let Some(u) = &p.redirect_uris {
+        if u.is_empty() {
+            return bad("redirect_uris", "at least one redirect URI is required");
+        }
+        if let Err(r) = check_uris("redirect_uris", u, native) {
+            return r;
+        }
+    }
+    if let Some(u) = &p.post_logout_redirect_uris {
+        if let Err(r) = check_uris("post_logout_redirect_uris", u, native) {
+            return r;
+        }
+    }
+    if let Some(n) = p.name {
+        app.name = n.trim().to_owned();
+    }
+    if let Some(u) = p.redirect_uris {
+        app.redirect_uris = u;
+    }
+    if let Some(u) = p.post_logout_redirect_uris {
+        app.post_logout_redirect_uris = u;
+    }
+    if let Some(e) = p.enabled {
+        app.enabled = e;
+    }
+    if let Err(e) = state.directory.upsert_app(&app).await {
+        return internal(e);
+    }
+    state.caches.forget_apps();
+    changed(
+        &state,
+        &admin,
+        "admin.app_changed",
+        serde_json::json!({"app": app.client_id, "enabled": app.enabled}),
+    );
+    axum::Json(AppOut {
+        public: app.is_public(),
+        client_id: app.client_id.to_string(),
+        name: app.name,
+        redirect_uris: app.redirect_uris,
+        enabled: app.enabled,
+    })
+    .into_response()
+}
+
 /// The tenant's apps.
 #[utoipa::path(get, path = "/admin/api/apps", responses((status = 200, body = [AppOut])), security(("bearer" = [])))]
 pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -1024,7 +1287,7 @@ pub async fn import_roster(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Homeroom admin API", description = "Configure a tenant's providers and apps, search accounts, read audit events and traces, run the troubleshooter, lift rate limits, import rosters."),
-    paths(tenant, providers, patch_provider, test_provider, apps, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
+    paths(tenant, providers, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -1056,7 +1319,8 @@ pub fn routes() -> Router<AppState> {
             axum::routing::patch(patch_provider),
         )
         .route("/admin/api/providers/{id}/test", post(test_provider))
-        .route("/admin/api/apps", get(apps))
+        .route("/admin/api/apps", get(apps).post(create_app))
+        .route("/admin/api/apps/{id}", axum::routing::patch(patch_app))
         .route("/admin/api/accounts", get(accounts))
         .route("/admin/api/accounts/{id}", get(account))
         .route("/admin/api/accounts/{id}/status", post(account_status))

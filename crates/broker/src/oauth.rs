@@ -117,6 +117,46 @@ async fn request_params(
     (parts.method, parts.headers, query, params)
 }
 
+fn is_loopback_http(u: &url::Url) -> bool {
+    u.scheme() == "http"
+        && matches!(
+            u.host_str(),
+            Some("127.0.0.1") | Some("[::1]") | Some("localhost")
+        )
+}
+
+/// Checks one redirect URI at registration (config or admin API); `None` when acceptable:
+/// https, or http on loopback, or (native apps) a reverse-domain private-use scheme; never
+/// wildcards, fragments, or `javascript:`/`data:`-like schemes (OP-04).
+pub fn check_redirect_uri(uri: &str, native: bool) -> Option<String> {
+    if uri.contains('*') {
+        return Some("wildcards are not allowed; register each URI exactly".into());
+    }
+    let Ok(u) = url::Url::parse(uri) else {
+        return Some("not an absolute URI".into());
+    };
+    if u.fragment().is_some() {
+        return Some("must not contain a fragment".into());
+    }
+    match u.scheme() {
+        "https" => None,
+        "http" if is_loopback_http(&u) => None,
+        "http" => {
+            Some("plain http is only allowed for loopback addresses (127.0.0.1, [::1])".into())
+        }
+        "javascript" | "data" | "file" | "vbscript" | "blob" => {
+            Some(format!("scheme {} is never allowed", u.scheme()))
+        }
+        s if native && s.contains('.') => None,
+        s if native => Some(format!(
+            "private-use scheme {s} must be a reverse domain name (e.g. com.example.app)"
+        )),
+        s => Some(format!(
+            "scheme {s} is only allowed for native apps (set native = true)"
+        )),
+    }
+}
+
 /// RFC 8252 §7.3: a registered `http://127.0.0.1/...` or `http://[::1]/...` redirect URI
 /// matches the same URI with any port. Everything else is exact string equality.
 pub fn redirect_uri_allowed(registered: &[String], candidate: &str) -> bool {

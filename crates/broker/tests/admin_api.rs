@@ -658,3 +658,102 @@ async fn local_account_actions_invitation_reset_unlock_and_email_log() {
         .unwrap();
     assert_eq!(events.len(), 1);
 }
+
+#[tokio::test]
+async fn apps_are_registered_with_exact_safe_redirect_uris_only() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let create = |body: serde_json::Value| {
+        api(&h, &token, reqwest::Method::POST, "/apps")
+            .json(&body)
+            .send()
+    };
+    // Dangerous redirect URIs at registration (security.md OP-04): refused, nothing created.
+    for bad in [
+        "javascript:alert(document.domain)//",
+        "data:text/html,x",
+        "http://app.example.test/cb",
+        "https://*.example.test/cb",
+        "https://app.example.test/cb#frag",
+        "cb",
+    ] {
+        let r = create(
+            serde_json::json!({"client_id": "new-app", "name": "New", "redirect_uris": [bad]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(json(r).await["field"], "redirect_uris[0]", "{bad}");
+    }
+    assert!(
+        h.state
+            .directory
+            .get_app(&ClientId::new("new-app"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = create(serde_json::json!({"client_id": "new-app", "name": "New", "redirect_uris": ["https://new.example.test/cb"], "scopes": ["openid", "superuser"]})).await.unwrap();
+    assert_eq!(json(r).await["field"], "scopes[1]");
+    // A good registration: the secret is shown once and works at the token endpoint.
+    let r = create(serde_json::json!({"client_id": "new-app", "name": "New", "redirect_uris": ["https://new.example.test/cb"]})).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created = json(r).await;
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth("new-app", Some(secret.as_str()))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("redirect_uri", "https://new.example.test/cb"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(r).await["error"],
+        "invalid_grant",
+        "authenticated; only the code is unknown"
+    );
+    assert_eq!(create(serde_json::json!({"client_id": "new-app", "name": "Again", "redirect_uris": ["https://new.example.test/cb"]})).await.unwrap().status(), 409);
+    // Editing validates the same way and takes effect at once.
+    let r = api(&h, &token, reqwest::Method::PATCH, "/apps/new-app")
+        .json(&serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["field"], "redirect_uris[0]");
+    let r = api(&h, &token, reqwest::Method::PATCH, "/apps/new-app")
+        .json(&serde_json::json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["enabled"], false);
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth("new-app", Some(secret.as_str()))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("redirect_uri", "https://new.example.test/cb"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a disabled app cannot authenticate");
+    // Another tenant cannot see or edit it.
+    let t2 = json(bot_token(&h, "t2-bot", "t2", "homeroom:admin").await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api(&h, &t2, reqwest::Method::PATCH, "/apps/new-app")
+            .json(&serde_json::json!({"enabled": true}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

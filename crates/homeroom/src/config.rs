@@ -261,35 +261,8 @@ fn is_loopback_http(u: &url::Url) -> bool {
         )
 }
 
-/// Checks one redirect URI of an app; `None` when acceptable.
-pub fn check_redirect_uri(uri: &str, native: bool) -> Option<String> {
-    if uri.contains('*') {
-        return Some("wildcards are not allowed; register each URI exactly".into());
-    }
-    let Ok(u) = url::Url::parse(uri) else {
-        return Some("not an absolute URI".into());
-    };
-    if u.fragment().is_some() {
-        return Some("must not contain a fragment".into());
-    }
-    match u.scheme() {
-        "https" => None,
-        "http" if is_loopback_http(&u) => None,
-        "http" => {
-            Some("plain http is only allowed for loopback addresses (127.0.0.1, [::1])".into())
-        }
-        "javascript" | "data" | "file" | "vbscript" | "blob" => {
-            Some(format!("scheme {} is never allowed", u.scheme()))
-        }
-        s if native && s.contains('.') => None,
-        s if native => Some(format!(
-            "private-use scheme {s} must be a reverse domain name (e.g. com.example.app)"
-        )),
-        s => Some(format!(
-            "scheme {s} is only allowed for native apps (set native = true)"
-        )),
-    }
-}
+/// Checks one redirect URI of an app; `None` when acceptable (shared with the admin API).
+pub use homeroom_broker::oauth::check_redirect_uri;
 
 fn secret_of(inline: &Option<String>, env: &Option<String>) -> Option<String> {
     env.as_ref()
