@@ -458,6 +458,105 @@ pub struct AppOut {
     pub enabled: bool,
 }
 
+/// A new upstream provider of the tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCreate {
+    pub id: String,
+    /// `oidc`, `google`, `microsoft`, `clever`, `classlink`, `gg4l` or `saml`.
+    pub kind: String,
+    pub display_name: String,
+    /// The kind's settings (the same keys as in the configuration file).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+/// Registers a provider; its settings are validated like `homeroom check-config` does and
+/// each problem names its key (`config.client_secret`). Nothing is written on a problem.
+#[utoipa::path(post, path = "/admin/api/providers", request_body = ProviderCreate, responses((status = 201, body = ProviderOut), (status = 400, body = ApiError), (status = 409, body = ApiError)), security(("bearer" = [])))]
+pub async fn create_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ProviderCreate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = admin!(state, headers);
+    let axum::Json(c) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("body", &e.body_text()),
+    };
+    let id_ok = (2..=64).contains(&c.id.len())
+        && c.id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !id_ok {
+        return bad("id", "2 to 64 characters: letters, digits, - _");
+    }
+    if c.display_name.trim().is_empty() || c.display_name.len() > 100 {
+        return bad("display_name", "must be 1 to 100 characters");
+    }
+    if let Some(p) = homeroom_providers::validate(&c.kind, &c.config)
+        .into_iter()
+        .next()
+    {
+        let field = if p.path == "kind" {
+            "kind".to_owned()
+        } else if p.path.is_empty() {
+            "config".to_owned()
+        } else {
+            format!("config.{}", p.path)
+        };
+        return bad(&field, &p.reason);
+    }
+    let pid = ProviderId::new(c.id.clone());
+    match state.directory.get_provider(&pid).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return api_error(
+                StatusCode::CONFLICT,
+                "exists",
+                Some("id"),
+                "a provider with this id already exists",
+            );
+        }
+        Err(e) => return internal(e),
+    }
+    let rec = homeroom_directory::ProviderRecord {
+        id: pid,
+        tenant: admin.tenant.clone(),
+        kind: c.kind,
+        display_name: c.display_name.trim().to_owned(),
+        enabled: true,
+        config: c.config,
+    };
+    if let Err(e) = state.directory.upsert_provider(&rec).await {
+        return internal(e);
+    }
+    if let Err(e) = state
+        .providers
+        .reload(&state.directory, &state.http, state.clock.clone())
+        .await
+    {
+        return internal(e);
+    }
+    changed(
+        &state,
+        &admin,
+        "admin.provider_created",
+        serde_json::json!({"provider": rec.id, "kind": rec.kind}),
+    );
+    (
+        StatusCode::CREATED,
+        axum::Json(ProviderOut {
+            id: rec.id.to_string(),
+            kind: rec.kind,
+            display_name: rec.display_name,
+            enabled: true,
+            config: redact(rec.config),
+        }),
+    )
+        .into_response()
+}
+
 /// A new app (OAuth client) of the tenant.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -1287,7 +1386,7 @@ pub async fn import_roster(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Homeroom admin API", description = "Configure a tenant's providers and apps, search accounts, read audit events and traces, run the troubleshooter, lift rate limits, import rosters."),
-    paths(tenant, providers, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
+    paths(tenant, providers, create_provider, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -1313,7 +1412,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/api/openapi.json", get(openapi))
         .route("/admin/api/tenant", get(tenant))
-        .route("/admin/api/providers", get(providers))
+        .route("/admin/api/providers", get(providers).post(create_provider))
         .route(
             "/admin/api/providers/{id}",
             axum::routing::patch(patch_provider),

@@ -757,3 +757,58 @@ async fn apps_are_registered_with_exact_safe_redirect_uris_only() {
         404
     );
 }
+
+#[tokio::test]
+async fn providers_are_registered_only_with_valid_settings() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let create = |body: serde_json::Value| {
+        api(&h, &token, reqwest::Method::POST, "/providers")
+            .json(&body)
+            .send()
+    };
+    let cases = [
+        (
+            serde_json::json!({"id": "x1", "kind": "gogle", "display_name": "G", "config": {}}),
+            "kind",
+        ),
+        (
+            serde_json::json!({"id": "x1", "kind": "oidc", "display_name": "O", "config": {"issuer": "https://idp.example.test", "client_id": "c"}}),
+            "config.client_secret",
+        ),
+        (
+            serde_json::json!({"id": "x1", "kind": "microsoft", "display_name": "M", "config": {"client_id": "c", "client_secret": "s", "tenant": "common"}}),
+            "config.allowed_tenants",
+        ),
+        (
+            serde_json::json!({"id": "bad id!", "kind": "oidc", "display_name": "O", "config": {}}),
+            "id",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = create(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(json(r).await["field"], field, "{body}");
+    }
+    assert!(
+        h.state
+            .directory
+            .get_provider(&homeroom_core::ProviderId::new("x1"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing written"
+    );
+    // A valid one is served at once (a login button appears) and its secret is never shown.
+    let body = serde_json::json!({"id": "second", "kind": "oidc", "display_name": "Second IdP", "config": {"issuer": h.idp.issuer(), "client_id": "homeroom", "client_secret": "upstream-secret"}});
+    let r = create(body.clone()).await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(json(r).await["config"]["client_secret"], "[redacted]");
+    assert!(
+        h.state
+            .providers
+            .get(&homeroom_core::ProviderId::new("second"))
+            .is_some()
+    );
+    assert_eq!(create(body).await.unwrap().status(), 409);
+}
