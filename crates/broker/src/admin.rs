@@ -599,13 +599,11 @@ const APP_SCOPES: [&str; 6] = [
     ADMIN_SCOPE,
 ];
 
-fn check_uris(field: &str, uris: &[String], native: bool) -> Result<(), Response> {
-    for (i, u) in uris.iter().enumerate() {
-        if let Some(reason) = crate::oauth::check_redirect_uri(u, native) {
-            return Err(bad(&format!("{field}[{i}]"), &reason));
-        }
-    }
-    Ok(())
+/// The first unacceptable URI of a list, as (field, reason).
+fn check_uris(field: &str, uris: &[String], native: bool) -> Option<(String, String)> {
+    uris.iter().enumerate().find_map(|(i, u)| {
+        crate::oauth::check_redirect_uri(u, native).map(|reason| (format!("{field}[{i}]"), reason))
+    })
 }
 
 /// Registers an app. Bad input names the field (e.g. `redirect_uris[0]`) and creates nothing.
@@ -633,24 +631,24 @@ pub async fn create_app(
     if c.redirect_uris.is_empty() {
         return bad("redirect_uris", "at least one redirect URI is required");
     }
-    if let Err(r) = check_uris("redirect_uris", &c.redirect_uris, c.native) {
-        return r;
+    if let Some((f, why)) = check_uris("redirect_uris", &c.redirect_uris, c.native) {
+        return bad(&f, &why);
     }
-    if let Err(r) = check_uris(
+    if let Some((f, why)) = check_uris(
         "post_logout_redirect_uris",
         &c.post_logout_redirect_uris,
         c.native,
     ) {
-        return r;
+        return bad(&f, &why);
     }
     for (field, v) in [
         ("start_url", &c.start_url),
         ("initiate_login_uri", &c.initiate_login_uri),
     ] {
-        if let Some(u) = v {
-            if let Some(reason) = crate::oauth::check_redirect_uri(u, false) {
-                return bad(field, &reason);
-            }
+        if let Some(u) = v
+            && let Some(reason) = crate::oauth::check_redirect_uri(u, false)
+        {
+            return bad(field, &reason);
         }
     }
     let scopes = c.scopes.clone().unwrap_or_else(|| {
@@ -770,23 +768,23 @@ pub async fn patch_app(
         Err(e) => return internal(e),
     };
     let native = app.redirect_uris.iter().any(|u| !u.starts_with("http"));
-    if let Some(n) = &p.name {
-        if n.trim().is_empty() || n.len() > 100 {
-            return bad("name", "must be 1 to 100 characters");
-        }
+    if let Some(n) = &p.name
+        && (n.trim().is_empty() || n.len() > 100)
+    {
+        return bad("name", "must be 1 to 100 characters");
     }
     if let Some(u) = &p.redirect_uris {
         if u.is_empty() {
             return bad("redirect_uris", "at least one redirect URI is required");
         }
-        if let Err(r) = check_uris("redirect_uris", u, native) {
-            return r;
+        if let Some((f, why)) = check_uris("redirect_uris", u, native) {
+            return bad(&f, &why);
         }
     }
-    if let Some(u) = &p.post_logout_redirect_uris {
-        if let Err(r) = check_uris("post_logout_redirect_uris", u, native) {
-            return r;
-        }
+    if let Some(u) = &p.post_logout_redirect_uris
+        && let Some((f, why)) = check_uris("post_logout_redirect_uris", u, native)
+    {
+        return bad(&f, &why);
     }
     if let Some(n) = p.name {
         app.name = n.trim().to_owned();

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod cache;
+pub mod classroom;
 pub mod console;
 pub mod cookies;
 pub mod flows;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub smtp_url: Option<String>,
     /// The From address of outgoing mail.
     pub mail_from: String,
+    /// Classroom sign-in codes: tenants that allow them and the code-encryption key.
+    pub classroom: classroom::ClassroomSettings,
 }
 
 impl Settings {
@@ -101,6 +104,7 @@ impl Settings {
             local: local::LocalSettings::default(),
             smtp_url: None,
             mail_from: "Homeroom <no-reply@homeroom.invalid>".into(),
+            classroom: classroom::ClassroomSettings::default(),
         }
     }
 
@@ -217,6 +221,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pipeline::routes())
         .merge(saml::routes())
         .merge(local::routes())
+        .merge(classroom::routes())
         .merge(pages::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn_with_state(

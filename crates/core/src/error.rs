@@ -181,6 +181,14 @@ pub enum LoginError {
     #[error("invitation link invalid")]
     InviteInvalid,
 
+    // ---- classroom sign-in codes ----
+    #[error("class code, username or sign-in code wrong")]
+    ClassroomCodeInvalid,
+    #[error("not a teacher of this class")]
+    ClassroomNotYourClass,
+    #[error("sign-in codes not enabled")]
+    ClassroomCodesDisabled,
+
     // ---- sessions ----
     #[error("CSRF check failed")]
     Csrf,
@@ -288,6 +296,9 @@ impl LoginError {
             PasswordUnacceptable { .. } => "account.password_unacceptable",
             ResetTokenInvalid => "reset.token_invalid",
             InviteInvalid => "invite.invalid",
+            ClassroomCodeInvalid => "classroom.code_invalid",
+            ClassroomNotYourClass => "classroom.not_your_class",
+            ClassroomCodesDisabled => "classroom.codes_disabled",
             Csrf => "session.csrf",
             SessionExpired => "session.expired",
             CookieAmbiguous => "session.cookie_ambiguous",
@@ -361,6 +372,9 @@ impl LoginError {
             PasswordUnacceptable { .. } => "Choose another password",
             ResetTokenInvalid => "Reset password token is invalid.",
             InviteInvalid => "This invitation link does not work",
+            ClassroomCodeInvalid => "That didn't work",
+            ClassroomNotYourClass => "That is not your class",
+            ClassroomCodesDisabled => "Sign-in codes are not available",
             Csrf => "This form expired",
             SessionExpired => "You were signed out",
             CookieAmbiguous => "Please sign in again",
@@ -425,6 +439,9 @@ impl LoginError {
             PasswordUnacceptable { reason } => format!("We can't use that password: {reason} Go back and choose another one."),
             ResetTokenInvalid => "Reset password token is invalid. The link was already used, is too old (links work for 6 hours), or was copied incompletely. Ask for a new link.".into(),
             InviteInvalid => "This invitation link does not work. Check that you copied the whole link from the email, or ask IT for a new one.".into(),
+            ClassroomCodeInvalid => "The class code, username or sign-in code is not right. Check all three and try again. Your teacher can show you your code.".into(),
+            ClassroomNotYourClass => "You can only see and change sign-in codes for learners in your own classes. Nothing was changed.".into(),
+            ClassroomCodesDisabled => "Your school does not use sign-in codes. Sign in another way, or ask your teacher.".into(),
             Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
             SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
             CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
@@ -502,6 +519,9 @@ impl LoginError {
             PasswordUnacceptable { reason } => format!("A new password was refused before hashing: {reason}"),
             ResetTokenInvalid => "The reset link is unknown, already used, replaced by a newer link, or older than its lifetime (6 hours). Users shows pending resets with sent and expiry times; issue a fresh link there if needed.".into(),
             InviteInvalid => "The invitation token is unknown (mistyped or truncated link). Users shows pending invitations; copy a fresh link there.".into(),
+            ClassroomCodeInvalid => "A class-code sign-in failed: the class code is unknown, no learner of that class has the username, or the sign-in code was wrong (the learner sees the same message for each). Each failure on a known learner counts toward the lockout. A teacher of the class can show or reset the code.".into(),
+            ClassroomNotYourClass => "A teacher asked to see, reset or download sign-in codes of a class (or learner) they do not teach, or a school download without being a lead teacher (school admin). Nothing was changed or shown. Check the roster enrollments of the class.".into(),
+            ClassroomCodesDisabled => "Sign-in codes are not enabled for this tenant, or no code-encryption key is configured. Add the tenant to the classroom-code tenants and set the 32-byte key in the server settings.".into(),
             Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
             SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
             CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
@@ -566,6 +586,9 @@ impl LoginError {
             PasswordBusy { .. } => 503,
             PasswordUnacceptable { .. } | ResetTokenInvalid => 400,
             InviteInvalid => 404,
+            ClassroomCodeInvalid => 401,
+            ClassroomNotYourClass => 403,
+            ClassroomCodesDisabled => 403,
             Csrf => 403,
             SessionExpired | CookieAmbiguous => 401,
             RedirectLoop { .. } | UpstreamLoop { .. } => 508,

@@ -85,6 +85,10 @@ pub struct ServerConfig {
     pub smtp_url: Option<String>,
     /// From address of that mail (default `Homeroom <no-reply@homeroom.invalid>`).
     pub mail_from: Option<String>,
+    /// Key that classroom sign-in codes are encrypted with: 32 bytes as 64 hex digits or
+    /// base64. Without it no tenant has sign-in codes. Keep it secret; changing it makes
+    /// every stored code unreadable (teachers then generate new ones).
+    pub classroom_code_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -120,6 +124,10 @@ pub struct TenantConfig {
     /// SSO sign-ins must map to an active account of the last roster import (default false).
     #[serde(default)]
     pub roster_required: bool,
+    /// Learners may sign in with a class code and a sign-in code their teacher can show
+    /// (needs `server.classroom_code_key`; default false).
+    #[serde(default)]
+    pub classroom_codes: bool,
 }
 fn d30() -> i64 {
     30

@@ -137,6 +137,7 @@ impl Demo {
                 trusted_networks: vec![],
                 admins: vec![],
                 roster_required: false,
+                classroom_codes: false,
             },
         );
         let mut settings = BTreeMap::new();

@@ -91,6 +91,11 @@ pub fn apply_limits(cfg: &config::Config, s: &mut Settings) {
             s.roster_required
                 .insert(homeroom_core::TenantId::new(id.clone()));
         }
+        if t.classroom_codes {
+            s.classroom
+                .tenants
+                .insert(homeroom_core::TenantId::new(id.clone()));
+        }
     }
     for (id, a) in &cfg.apps {
         if !(a.assign_roles.is_empty() && a.assign_schools.is_empty() && a.assign_grades.is_empty())
@@ -195,6 +200,12 @@ pub async fn start(mut opts: ServeOptions) -> Result<Running> {
     let mut settings = Settings::new(&issuer);
     apply_limits(&opts.config, &mut settings);
     settings.smtp_url = opts.config.server.smtp_url.clone();
+    if let Some(k) = &opts.config.server.classroom_code_key {
+        settings.classroom.key = Some(
+            homeroom_broker::classroom::CodeKey::parse(k)
+                .context("server.classroom_code_key must be 32 bytes: 64 hex digits or base64")?,
+        );
+    }
     if let Some(from) = &opts.config.server.mail_from {
         settings.mail_from = from.clone();
     }

@@ -59,6 +59,7 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             trusted_networks: vec![],
             admins: vec![],
             roster_required: false,
+            classroom_codes: false,
         },
     );
     let mut settings = BTreeMap::new();
