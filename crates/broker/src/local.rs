@@ -785,13 +785,9 @@ fn issuer_origin(state: &AppState) -> String {
 /// form POST from a page whose referrer policy is `no-referrer` (ours are): that passes
 /// only when the browser also says `Sec-Fetch-Site: same-origin`.
 pub(crate) fn csrf_ok(state: &AppState, headers: &HeaderMap, form_token: &str) -> bool {
-    let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some("null") => headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"same-origin"),
-        Some(o) => o == issuer_origin(state),
-    };
+    // One origin rule for every form (oauth::same_origin): absent, ours, or `null` with
+    // Sec-Fetch-Site: same-origin (what browsers send from our no-referrer pages).
+    let origin_ok = crate::oauth::same_origin(state, headers);
     let cookie_ok = match cookies::read(headers, cookies::CSRF, state.settings.secure_cookies) {
         CookieValue::One(c) => {
             !form_token.is_empty() && crypto::ct_eq(c.as_bytes(), form_token.as_bytes())

@@ -1163,24 +1163,16 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
     let app_state = get("state").map(str::to_owned);
     let confirmed = if method == Method::POST {
         let form_token = get("csrf").unwrap_or("");
-        match cookies::read(&headers, cookies::CSRF, secure) {
-            CookieValue::One(c)
-                if !form_token.is_empty()
-                    && crypto::ct_eq(c.as_bytes(), form_token.as_bytes())
-                    && same_origin(&state, &headers) =>
-            {
-                true
-            }
-            _ => {
-                return refuse(
-                    &state,
-                    &ref_id,
-                    &Refusal::new(LoginError::Csrf, "logout POST without a valid CSRF token"),
-                    &ctx,
-                    Ev::default(),
-                );
-            }
+        if !crate::local::csrf_ok(&state, &headers, form_token) {
+            return refuse(
+                &state,
+                &ref_id,
+                &Refusal::new(LoginError::Csrf, "logout POST without a valid CSRF token"),
+                &ctx,
+                Ev::default(),
+            );
         }
+        true
     } else {
         false
     };
@@ -1268,7 +1260,7 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
 /// A POST is same-origin when its `Origin` (or, failing that, nothing) names our issuer.
 /// `Origin: null` is what browsers send on same-origin form posts from our `no-referrer`
 /// pages; it passes only when the browser also says `Sec-Fetch-Site: same-origin`.
-fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
         Some("null") => headers
