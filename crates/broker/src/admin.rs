@@ -40,7 +40,12 @@ pub struct ApiError {
     pub reason: String,
 }
 
-fn api_error(status: StatusCode, error: &str, field: Option<&str>, reason: &str) -> Response {
+pub(crate) fn api_error(
+    status: StatusCode,
+    error: &str,
+    field: Option<&str>,
+    reason: &str,
+) -> Response {
     let mut r = (
         status,
         axum::Json(ApiError {
@@ -63,7 +68,7 @@ fn api_error(status: StatusCode, error: &str, field: Option<&str>, reason: &str)
     r
 }
 
-fn bad(field: &str, reason: &str) -> Response {
+pub(crate) fn bad(field: &str, reason: &str) -> Response {
     api_error(
         StatusCode::BAD_REQUEST,
         "invalid_request",
@@ -72,7 +77,7 @@ fn bad(field: &str, reason: &str) -> Response {
     )
 }
 
-fn not_found(what: &str) -> Response {
+pub(crate) fn not_found(what: &str) -> Response {
     api_error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -81,7 +86,7 @@ fn not_found(what: &str) -> Response {
     )
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "admin API internal error");
     api_error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -1004,7 +1009,7 @@ pub async fn set_status(
     Ok(())
 }
 
-fn local_error(e: crate::local::LocalError) -> Response {
+pub(crate) fn local_error(e: crate::local::LocalError) -> Response {
     use crate::local::LocalError as L;
     match e {
         L::NoAccount => not_found("account"),
@@ -1403,7 +1408,10 @@ impl utoipa::Modify for BearerAuth {
 }
 
 async fn openapi() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    let mut doc = ApiDoc::openapi();
+    // Families have their own module and document part (crate::family_admin).
+    doc.merge(crate::family_admin::FamilyApiDoc::openapi());
+    axum::Json(doc).into_response()
 }
 
 pub fn routes() -> Router<AppState> {

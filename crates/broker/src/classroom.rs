@@ -1270,14 +1270,18 @@ async fn download(
         Err(r) => return r,
     };
     let mut csv = String::from("username,name,sign_in_code,parent_access_code\r\n");
-    for (name, username, code) in &rows {
+    // `rows` follows `s.learners` one to one.
+    for ((name, username, code), m) in rows.iter().zip(&s.learners) {
+        let parent = match &m.account {
+            Some(a) => crate::family::parent_code_for_csv(&state, a, &t.actor()).await,
+            None => String::new(),
+        };
         csv.push_str(&format!(
             "{},{},{},{}\r\n",
             csv_cell(username),
             csv_cell(name),
             csv_cell(code),
-            // Parent access codes are not implemented yet: the column is kept, empty.
-            csv_cell("")
+            csv_cell(&parent)
         ));
     }
     audit::record(

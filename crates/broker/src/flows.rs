@@ -100,6 +100,9 @@ pub struct AuthCode {
     /// The token family the code's tokens will belong to (known before redemption, so a
     /// second redemption can revoke what the first issued).
     pub family: String,
+    /// The guardian family chosen for this sign-in (see `crate::family::gate`).
+    #[serde(default)]
+    pub guardian_family: Option<String>,
     pub expires_at: i64,
 }
 
@@ -115,6 +118,9 @@ pub struct Family {
     pub scope: Vec<String>,
     pub auth_time: i64,
     pub nonce: Option<String>,
+    /// The guardian family chosen at sign-in, carried to every token of the family.
+    #[serde(default)]
+    pub guardian_family: Option<String>,
     pub expires_at: i64,
 }
 

@@ -12,6 +12,8 @@ pub mod cache;
 pub mod classroom;
 pub mod console;
 pub mod cookies;
+pub mod family;
+pub mod family_admin;
 pub mod flows;
 pub mod guards;
 pub mod keys;
@@ -80,6 +82,8 @@ pub struct Settings {
     pub mail_from: String,
     /// Classroom sign-in codes: tenants that allow them and the code-encryption key.
     pub classroom: classroom::ClassroomSettings,
+    /// Families: required policies per tenant, parent access codes.
+    pub family: family::FamilySettings,
 }
 
 impl Settings {
@@ -105,6 +109,7 @@ impl Settings {
             smtp_url: None,
             mail_from: "Homeroom <no-reply@homeroom.invalid>".into(),
             classroom: classroom::ClassroomSettings::default(),
+            family: family::FamilySettings::default(),
         }
     }
 
@@ -222,6 +227,8 @@ pub fn app(state: AppState) -> Router {
         .merge(saml::routes())
         .merge(local::routes())
         .merge(classroom::routes())
+        .merge(family::routes())
+        .merge(family_admin::routes())
         .merge(pages::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn_with_state(

@@ -798,7 +798,9 @@ pub(crate) fn csrf_ok(state: &AppState, headers: &HeaderMap, form_token: &str) -
 }
 
 /// Reads a form body (at most 16 KiB; repeated fields refused).
-async fn read_form(req: Request) -> (HeaderMap, Result<HashMap<String, String>, String>) {
+pub(crate) async fn read_form(
+    req: Request,
+) -> (HeaderMap, Result<HashMap<String, String>, String>) {
     let (parts, body) = req.into_parts();
     let form = match axum::body::to_bytes(body, 16 * 1024).await {
         Ok(b) => crate::oauth::parse_params(&b),
@@ -1444,7 +1446,7 @@ async fn request_reset(state: &AppState, tenant: &Tenant, login: &str, ip: &str)
     );
 }
 
-fn token_ok(token: &str) -> bool {
+pub(crate) fn token_ok(token: &str) -> bool {
     (20..=128).contains(&token.len())
         && token
             .bytes()
@@ -1560,7 +1562,11 @@ async fn reset_form(
 }
 
 /// Checks a new password and its confirmation; the reason when refused.
-fn new_password_problem(state: &AppState, password: &str, confirm: &str) -> Option<String> {
+pub(crate) fn new_password_problem(
+    state: &AppState,
+    password: &str,
+    confirm: &str,
+) -> Option<String> {
     let s = &state.settings.local;
     if password.len() > s.max_password_bytes {
         Some(format!(
@@ -1580,7 +1586,7 @@ fn new_password_problem(state: &AppState, password: &str, confirm: &str) -> Opti
 }
 
 /// Hashes a new password on the pool; the page to show when it cannot.
-async fn hash_new(
+pub(crate) async fn hash_new(
     state: &AppState,
     password: &str,
     ctx: &PageCtx,

@@ -37,7 +37,14 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth2/logout", get(logout).post(logout))
 }
 
-const SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
+const SCOPES: [&str; 6] = [
+    "openid",
+    "profile",
+    "email",
+    "offline_access",
+    "roles",
+    crate::family::FAMILY_SCOPE,
+];
 
 async fn discovery(State(state): State<AppState>) -> Response {
     let i = &state.settings.issuer;
@@ -60,7 +67,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "email", "email_verified", "name", "given_name", "family_name", "preferred_username", "roles"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "email", "email_verified", "name", "given_name", "family_name", "preferred_username", "roles", "families", "family_id"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,
         "claims_parameter_supported": false,
@@ -662,6 +669,7 @@ async fn grant_code(state: &AppState, app: &AppRecord, form: &HashMap<String, St
         scope: code.scope.clone(),
         auth_time: code.auth_time,
         nonce: code.nonce.clone(),
+        guardian_family: code.guardian_family.clone(),
         expires_at: state.now()
             + if code.scope.iter().any(|s| s == "offline_access") {
                 state.settings.refresh_ttl
@@ -726,7 +734,25 @@ async fn token_response(
             );
         }
     };
-    let idt = match tokens::id_token(state, family, &account, alg, Some(&at)) {
+    let extra = match crate::family::claims(
+        state,
+        &account,
+        &family.scope,
+        family.guardian_family.as_deref(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "directory error reading family claims");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again",
+            );
+        }
+    };
+    let idt = match tokens::id_token(state, family, &account, alg, Some(&at), extra) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "signing failed");
@@ -810,6 +836,7 @@ async fn grant_client_credentials(
         scope,
         auth_time: state.now(),
         nonce: None,
+        guardian_family: None,
         expires_at: state.now() + state.settings.access_token_ttl,
     };
     if let Err(e) = flows(state).put_family(&family).await {
@@ -990,6 +1017,24 @@ async fn userinfo(State(state): State<AppState>, req: Request) -> Response {
     let mut out = serde_json::Map::new();
     out.insert("sub".into(), serde_json::json!(account.id.as_str()));
     tokens::profile_claims(&account, &scope, &mut out);
+    match crate::family::claims(
+        &state,
+        &account,
+        &scope,
+        active.family.guardian_family.as_deref(),
+    )
+    .await
+    {
+        Ok(extra) => out.extend(extra),
+        Err(e) => {
+            tracing::error!(error = %e, "directory error reading family claims");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again",
+            );
+        }
+    }
     json_no_store(serde_json::Value::Object(out))
 }
 

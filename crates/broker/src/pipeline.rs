@@ -1305,6 +1305,11 @@ pub async fn issue_code(
             return refuse(state, &req.ref_id, &r, &ctx, ev);
         }
     }
+    // Guardians: 18+ attestation, policies, and the chosen family (crate::family).
+    let guardian_family = match crate::family::gate(state, req, session_hash, session).await {
+        crate::family::Gate::Go(f) => f,
+        crate::family::Gate::Stop(page) => return page,
+    };
     let family = match crypto::random_token(16) {
         Ok(f) => f,
         Err(e) => return refuse(state, &req.ref_id, &Refusal::internal(e), &ctx, ev),
@@ -1321,6 +1326,7 @@ pub async fn issue_code(
         auth_time: session.auth_time,
         ref_id: req.ref_id.clone(),
         family,
+        guardian_family,
         expires_at: state.now() + state.settings.code_ttl,
     };
     let f = flows(state);

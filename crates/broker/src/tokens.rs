@@ -53,13 +53,15 @@ pub fn sid_of(session_hash: &str) -> String {
     crypto::sha256_hex(&format!("sid:{session_hash}"))[..32].to_owned()
 }
 
-/// Signs an ID token for `family` (alg per client).
+/// Signs an ID token for `family` (alg per client). `extra`: claims computed elsewhere
+/// for the granted scopes (the `family` scope's claims, `crate::family::claims`).
 pub fn id_token(
     state: &AppState,
     family: &Family,
     account: &Account,
     alg: &str,
     access_token: Option<&str>,
+    extra: serde_json::Map<String, Value>,
 ) -> Result<String, crate::keys::KeyError> {
     let now = state.now();
     let mut c = serde_json::Map::new();
@@ -78,6 +80,9 @@ pub fn id_token(
         c.insert("at_hash".into(), json!(at_hash(at, alg)));
     }
     profile_claims(account, &family.scope, &mut c);
+    for (k, v) in extra {
+        c.entry(k).or_insert(v);
+    }
     state.keyset().sign(alg, "JWT", &Value::Object(c))
 }
 

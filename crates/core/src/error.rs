@@ -189,6 +189,24 @@ pub enum LoginError {
     #[error("sign-in codes not enabled")]
     ClassroomCodesDisabled,
 
+    // ---- families (guardians) ----
+    #[error("sign in to use the family pages")]
+    FamilySignInRequired,
+    #[error("family invitation invalid")]
+    FamilyInviteInvalid,
+    #[error("family invitation refused")]
+    FamilyInviteRefused { reason: String },
+    #[error("18+ attestation required")]
+    FamilyAttestationRequired,
+    #[error("family policies not accepted by the primary guardian")]
+    FamilyPoliciesPending { primary: String },
+    #[error("not a guardian of this family")]
+    FamilyNotMember,
+    #[error("only the primary guardian may do this")]
+    FamilyNotPrimary,
+    #[error("parent access code invalid")]
+    FamilyParentCodeInvalid,
+
     // ---- sessions ----
     #[error("CSRF check failed")]
     Csrf,
@@ -299,6 +317,14 @@ impl LoginError {
             ClassroomCodeInvalid => "classroom.code_invalid",
             ClassroomNotYourClass => "classroom.not_your_class",
             ClassroomCodesDisabled => "classroom.codes_disabled",
+            FamilySignInRequired => "family.sign_in_required",
+            FamilyInviteInvalid => "family.invite_invalid",
+            FamilyInviteRefused { .. } => "family.invite_refused",
+            FamilyAttestationRequired => "family.attestation_required",
+            FamilyPoliciesPending { .. } => "family.policies_pending",
+            FamilyNotMember => "family.not_member",
+            FamilyNotPrimary => "family.not_primary",
+            FamilyParentCodeInvalid => "family.parent_code_invalid",
             Csrf => "session.csrf",
             SessionExpired => "session.expired",
             CookieAmbiguous => "session.cookie_ambiguous",
@@ -375,6 +401,14 @@ impl LoginError {
             ClassroomCodeInvalid => "That didn't work",
             ClassroomNotYourClass => "That is not your class",
             ClassroomCodesDisabled => "Sign-in codes are not available",
+            FamilySignInRequired => "Please sign in first",
+            FamilyInviteInvalid => "This family invitation does not work",
+            FamilyInviteRefused { .. } => "We could not send that invitation",
+            FamilyAttestationRequired => "You must be 18 or older",
+            FamilyPoliciesPending { .. } => "Waiting for the primary guardian",
+            FamilyNotMember => "That is not your family",
+            FamilyNotPrimary => "Only the primary guardian can do that",
+            FamilyParentCodeInvalid => "That parent access code didn't work",
             Csrf => "This form expired",
             SessionExpired => "You were signed out",
             CookieAmbiguous => "Please sign in again",
@@ -442,6 +476,14 @@ impl LoginError {
             ClassroomCodeInvalid => "The class code, username or sign-in code is not right. Check all three and try again. Your teacher can show you your code.".into(),
             ClassroomNotYourClass => "You can only see and change sign-in codes for learners in your own classes. Nothing was changed.".into(),
             ClassroomCodesDisabled => "Your school does not use sign-in codes. Sign in another way, or ask your teacher.".into(),
+            FamilySignInRequired => "The family pages are for signed-in guardians. Sign in with your Homeroom account, then open this page again.".into(),
+            FamilyInviteInvalid => "This family invitation link does not work: it was already used, the family's primary guardian changed, or the link was copied incompletely. Ask the family's primary guardian for a new invitation.".into(),
+            FamilyInviteRefused { reason } => format!("The invitation was not sent: {reason} Nothing was changed."),
+            FamilyAttestationRequired => "Family accounts are for adults. You can continue only after confirming that you are 18 years of age or older.".into(),
+            FamilyPoliciesPending { primary } => format!("This family's primary guardian ({primary}) has not yet accepted the school's required family policies. Until they do, other guardians cannot open the family account. Ask them to sign in to Homeroom and accept the policies."),
+            FamilyNotMember => "You are not a guardian of that family, or your access was removed. Nothing was changed.".into(),
+            FamilyNotPrimary => "Only the family's primary guardian can invite or remove guardians, link learners or accept policies. Nothing was changed.".into(),
+            FamilyParentCodeInvalid => "That parent access code is not right, was already used, or has expired. Check the code on the paper from school, or ask the teacher for a new one.".into(),
             Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
             SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
             CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
@@ -522,6 +564,14 @@ impl LoginError {
             ClassroomCodeInvalid => "A class-code sign-in failed: the class code is unknown, no learner of that class has the username, or the sign-in code was wrong (the learner sees the same message for each). Each failure on a known learner counts toward the lockout. A teacher of the class can show or reset the code.".into(),
             ClassroomNotYourClass => "A teacher asked to see, reset or download sign-in codes of a class (or learner) they do not teach, or a school download without being a lead teacher (school admin). Nothing was changed or shown. Check the roster enrollments of the class.".into(),
             ClassroomCodesDisabled => "Sign-in codes are not enabled for this tenant, or no code-encryption key is configured. Add the tenant to the classroom-code tenants and set the 32-byte key in the server settings.".into(),
+            FamilySignInRequired => "A family page (/family...) was opened without a Homeroom session. The guardian signs in (local password or SSO) and opens the page again.".into(),
+            FamilyInviteInvalid => "The family invitation token is unknown (mistyped or truncated), already used, or revoked because the family's primary guardian changed (every invitation and secondary access is revoked then). The primary guardian sends a new invitation from /family; staff cannot grant access.".into(),
+            FamilyInviteRefused { reason } => format!("A primary guardian's invitation was refused before anything was written: {reason}"),
+            FamilyAttestationRequired => "A secondary guardian has not confirmed being 18 or older (the /family/attest page). The attestation is recorded with its time in the directory; without it the guardian cannot continue to any app.".into(),
+            FamilyPoliciesPending { .. } => "The tenant's required family policies (server.family.policies) have versions the family's primary guardian has not accepted. Secondaries are stopped until the primary accepts them on /family (they are asked at sign-in). A new policy version stops secondaries again.".into(),
+            FamilyNotMember => "A guardian asked for a family they have no live membership of (revoked, or a forged family id). Admin API /admin/api/families shows memberships and revocations.".into(),
+            FamilyNotPrimary => "A secondary (view-only) guardian tried a primary-only action: invite, revoke, link a learner or accept policies. Secondaries are view-only by design.".into(),
+            FamilyParentCodeInvalid => "A parent access code was unknown in this tenant, already used, replaced by a newer code, or expired (server.family.parent_code_ttl_days). Codes are single use; the classroom CSV shows the learner's current code. Attempts are rate limited per guardian and address.".into(),
             Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
             SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
             CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
@@ -589,6 +639,13 @@ impl LoginError {
             ClassroomCodeInvalid => 401,
             ClassroomNotYourClass => 403,
             ClassroomCodesDisabled => 403,
+            FamilySignInRequired => 401,
+            FamilyInviteInvalid => 404,
+            FamilyInviteRefused { .. } | FamilyParentCodeInvalid => 400,
+            FamilyAttestationRequired
+            | FamilyPoliciesPending { .. }
+            | FamilyNotMember
+            | FamilyNotPrimary => 403,
             Csrf => 403,
             SessionExpired | CookieAmbiguous => 401,
             RedirectLoop { .. } | UpstreamLoop { .. } => 508,

@@ -66,6 +66,37 @@ where
     Ok(())
 }
 
+/// Inserts an account row (in the caller's transaction). A duplicate id is a
+/// [`DirectoryError::Conflict`].
+pub(crate) async fn insert_account<'e, E>(exec: E, account: &Account) -> Result<(), DirectoryError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
+                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(account.id.as_str())
+        .bind(account.tenant.as_str())
+        .bind(account.status.as_str())
+        .bind(account.email.as_deref())
+        .bind(account.email.as_deref().map(normalise_email))
+        .bind(flag(account.email_verified))
+        .bind(account.name.as_deref())
+        .bind(account.given_name.as_deref())
+        .bind(account.family_name.as_deref())
+        .bind(account.username.as_deref())
+        .bind(to_json(&account.roles)?)
+        .bind(account.created_at)
+        .bind(account.last_sign_in_at)
+        .bind(account.sign_in_count)
+        .execute(exec)
+        .await
+        .map_err(|e| DirectoryError::from_sqlx(e, || format!("account {} (tenant {})", account.id, account.tenant)))?;
+    Ok(())
+}
+
 impl Directory {
     /// Creates an account and, optionally, its first provider link, in one transaction.
     /// An existing account id or an already-linked `(provider, subject)` is a
@@ -85,28 +116,7 @@ impl Directory {
             )));
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
-                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(account.id.as_str())
-        .bind(account.tenant.as_str())
-        .bind(account.status.as_str())
-        .bind(account.email.as_deref())
-        .bind(account.email.as_deref().map(normalise_email))
-        .bind(flag(account.email_verified))
-        .bind(account.name.as_deref())
-        .bind(account.given_name.as_deref())
-        .bind(account.family_name.as_deref())
-        .bind(account.username.as_deref())
-        .bind(to_json(&account.roles)?)
-        .bind(account.created_at)
-        .bind(account.last_sign_in_at)
-        .bind(account.sign_in_count)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| DirectoryError::from_sqlx(e, || format!("account {} (tenant {})", account.id, account.tenant)))?;
+        insert_account(&mut *tx, account).await?;
         if let Some(link) = link {
             insert_link(&mut *tx, link).await?;
         }

@@ -5,7 +5,7 @@
 //!
 //! Modules: [`records`] (the row types), `db` (the [`Directory`] handle, connecting,
 //! migrations), one module per area adding methods to [`Directory`] (`tenants`,
-//! `providers`, `apps`, `accounts`, `keys`, `audit`), and [`audit_writer`] (the
+//! `providers`, `apps`, `accounts`, `keys`, `audit`, `local`, `classroom`, `family`), and [`audit_writer`] (the
 //! non-blocking, batching [`AuditWriter`]).
 //!
 //! This crate never speaks HTTP and never decides policy.
@@ -18,6 +18,7 @@ pub mod classroom;
 mod codec;
 mod db;
 mod error;
+pub mod family;
 mod keys;
 pub mod local;
 mod providers;
@@ -30,6 +31,10 @@ pub use audit_writer::AuditWriter;
 pub use codec::normalise_email;
 pub use db::{Backend, Directory};
 pub use error::DirectoryError;
+pub use family::{
+    CodeUse, Family, FamilyInvitation, FamilyStudent, Guardian, GuardianAccess, GuardianRole,
+    InviteUse, Membership, ParentCode,
+};
 pub use local::{
     AttemptClaim, Invitation, LinkUse, LocalCredential, LocalPolicy, MailStatus, NewMail,
     OutboxMail, PasswordReset,

@@ -261,7 +261,7 @@ fn mail_from_row(row: &AnyRow) -> Result<OutboxMail, DirectoryError> {
     })
 }
 
-async fn insert_mail<'e, E>(exec: E, m: &NewMail) -> Result<(), DirectoryError>
+pub(crate) async fn insert_mail<'e, E>(exec: E, m: &NewMail) -> Result<(), DirectoryError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {

@@ -128,7 +128,24 @@ pub struct TenantConfig {
     /// (needs `server.classroom_code_key`; default false).
     #[serde(default)]
     pub classroom_codes: bool,
+    /// Families: policies the primary guardian of every family must accept (current
+    /// versions; a new version asks again), and the days a parent access code stays valid
+    /// (default 30).
+    #[serde(default)]
+    pub family_policies: Vec<FamilyPolicyConfig>,
+    #[serde(default)]
+    pub parent_code_days: Option<i64>,
 }
+
+/// One required family policy of a tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyPolicyConfig {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+}
+
 fn d30() -> i64 {
     30
 }
@@ -360,6 +377,22 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                     "must be an email of one of the tenant's domains",
                 ));
             }
+        }
+        for (i, p) in t.family_policies.iter().enumerate() {
+            let at = format!("{base}.family_policies[{i}]");
+            if p.name.trim().is_empty() || p.version.trim().is_empty() {
+                out.push(problem(at.clone(), "name and version must not be empty"));
+            }
+            if !url::Url::parse(&p.url).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http")
+            {
+                out.push(problem(format!("{at}.url"), "must be an http(s) URL"));
+            }
+        }
+        if t.parent_code_days.is_some_and(|d| !(1..=365).contains(&d)) {
+            out.push(problem(
+                format!("{base}.parent_code_days"),
+                "must be between 1 and 365",
+            ));
         }
         for (i, n) in t.trusted_networks.iter().enumerate() {
             if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {

@@ -138,6 +138,8 @@ impl Demo {
                 admins: vec![],
                 roster_required: false,
                 classroom_codes: false,
+                family_policies: vec![],
+                parent_code_days: None,
             },
         );
         let mut settings = BTreeMap::new();

@@ -96,6 +96,23 @@ pub fn apply_limits(cfg: &config::Config, s: &mut Settings) {
                 .tenants
                 .insert(homeroom_core::TenantId::new(id.clone()));
         }
+        let tid = homeroom_core::TenantId::new(id.clone());
+        if !t.family_policies.is_empty() {
+            s.family.policies.insert(
+                tid.clone(),
+                t.family_policies
+                    .iter()
+                    .map(|p| homeroom_broker::family::RequiredPolicy {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        url: p.url.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(days) = t.parent_code_days {
+            s.family.parent_code_ttl_days_by_tenant.insert(tid, days);
+        }
     }
     for (id, a) in &cfg.apps {
         if !(a.assign_roles.is_empty() && a.assign_schools.is_empty() && a.assign_grades.is_empty())

@@ -60,6 +60,8 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             admins: vec![],
             roster_required: false,
             classroom_codes: false,
+            family_policies: vec![],
+            parent_code_days: None,
         },
     );
     let mut settings = BTreeMap::new();
