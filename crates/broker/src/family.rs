@@ -891,11 +891,6 @@ fn ev_of(a: &Account) -> Ev {
     }
 }
 
-fn csrf_or_fail(state: &AppState, headers: &HeaderMap) -> Result<(String, bool), Response> {
-    local::csrf_token(state, headers)
-        .ok_or_else(|| internal(state, headers, "randomness unavailable"))
-}
-
 fn bad_csrf(state: &AppState, headers: &HeaderMap, what: &str) -> Response {
     fail(
         state,
@@ -974,7 +969,7 @@ async fn home(
         anything_pending |= !view.pending.is_empty() || !view.blocked.is_empty();
         views.push(view);
     }
-    let Ok((csrf, fresh)) = csrf_or_fail(&state, &headers) else {
+    let Some((csrf, fresh)) = local::csrf_token(&state, &headers) else {
         return internal(&state, &headers, "randomness unavailable");
     };
     let continue_href = if !req.is_empty() && !anything_pending {
@@ -1270,7 +1265,7 @@ async fn join_form(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let Ok((csrf, fresh)) = csrf_or_fail(&state, &headers) else {
+    let Some((csrf, fresh)) = local::csrf_token(&state, &headers) else {
         return internal(&state, &headers, "randomness unavailable");
     };
     let family = state
@@ -1391,7 +1386,7 @@ async fn join_submit(State(state): State<AppState>, request: Request) -> Respons
         }
         let (password, confirm) = (field("password"), field("confirm"));
         if let Some(problem) = local::new_password_problem(&state, password, confirm) {
-            let Ok((csrf, fresh)) = csrf_or_fail(&state, &headers) else {
+            let Some((csrf, fresh)) = local::csrf_token(&state, &headers) else {
                 return internal(&state, &headers, "randomness unavailable");
             };
             let resp = html(
@@ -1610,7 +1605,7 @@ async fn switch_form(
         );
     }
     let chosen = selected(&state, &s.hash).await;
-    let Ok((csrf, fresh)) = csrf_or_fail(&state, &headers) else {
+    let Some((csrf, fresh)) = local::csrf_token(&state, &headers) else {
         return internal(&state, &headers, "randomness unavailable");
     };
     let req = req_param(q.req.as_deref().unwrap_or(""));
@@ -1689,7 +1684,7 @@ async fn attest_form(
     if let Err(r) = require_signed_in(&state, &headers).await {
         return r;
     }
-    let Ok((csrf, fresh)) = csrf_or_fail(&state, &headers) else {
+    let Some((csrf, fresh)) = local::csrf_token(&state, &headers) else {
         return internal(&state, &headers, "randomness unavailable");
     };
     let req = req_param(q.req.as_deref().unwrap_or(""));
@@ -1753,7 +1748,7 @@ async fn link_form(State(state): State<AppState>, headers: HeaderMap) -> Respons
     if let Err(r) = require_signed_in(&state, &headers).await {
         return r;
     }
-    let Ok((csrf, fresh)) = csrf_or_fail(&state, &headers) else {
+    let Some((csrf, fresh)) = local::csrf_token(&state, &headers) else {
         return internal(&state, &headers, "randomness unavailable");
     };
     let resp = html(StatusCode::OK, &LinkPage { csrf: &csrf });

@@ -605,7 +605,7 @@ async fn family_switcher_puts_the_chosen_family_in_the_token() {
         .filter(|f| f["selected"] == true)
         .map(|f| f["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(chosen, [f2.clone()]);
+    assert_eq!(chosen, vec![f2.to_string()]);
     // Switch later without signing in again: the next code carries the other family.
     let r = post(
         &b,
