@@ -261,6 +261,25 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Sends the browser to a family page that comes back to `req` (`/family/continue`). The
+/// request is (re)stored: a request satisfied by a live SSO session was never stored.
+async fn send_to(state: &AppState, req: &AuthRequest, path: &str) -> Gate {
+    if let Err(e) = flows(state).put_auth_request(req).await {
+        let ctx = PageCtx::default().app(req.client_id.as_str());
+        return Gate::Stop(refuse(
+            state,
+            &req.ref_id,
+            &Refusal::new(LoginError::Internal, format!("session store: {e}")),
+            &ctx,
+            Ev::default(),
+        ));
+    }
+    Gate::Stop(respond::redirect(
+        StatusCode::SEE_OTHER,
+        &format!("{path}?req={}", enc(&req.id)),
+    ))
+}
+
 /// The family checks before a code is issued (see the module docs).
 pub async fn gate(
     state: &AppState,
@@ -291,12 +310,6 @@ pub async fn gate(
     if ms.is_empty() {
         return Gate::Go(None);
     }
-    let to = |path: &str| {
-        Gate::Stop(respond::redirect(
-            StatusCode::SEE_OTHER,
-            &format!("{path}?req={}", enc(&req.id)),
-        ))
-    };
     if ms
         .iter()
         .any(|m| m.guardian.role == GuardianRole::Secondary)
@@ -305,7 +318,7 @@ pub async fn gate(
             Ok(Some(_)) => {}
             Ok(None) => {
                 audit::record(state, Some(&req.ref_id), "family.attestation_asked", ev);
-                return to("/family/attest");
+                return send_to(state, req, "/family/attest").await;
             }
             Err(e) => return internal(e, ev),
         }
@@ -317,7 +330,7 @@ pub async fn gate(
     let m = match chosen.and_then(|c| ms.iter().find(|m| m.family.id == c)) {
         Some(m) => m,
         None if ms.len() == 1 => &ms[0],
-        None => return to("/family/switch"),
+        None => return send_to(state, req, "/family/switch").await,
     };
     let pending = match pending_policies(state, m).await {
         Ok(p) => p,
@@ -325,7 +338,7 @@ pub async fn gate(
     };
     if !pending.is_empty() {
         if m.guardian.role == GuardianRole::Primary {
-            return to("/family");
+            return send_to(state, req, "/family").await;
         }
         let primary = account(state, &m.family.primary)
             .await

@@ -532,7 +532,7 @@ async fn policy_gate_stops_secondaries_until_the_primary_accepts() {
     let r = post(
         &bs,
         &h,
-        "/family",
+        "/family/link",
         "/family/policies",
         &[("family", &fam), ("accept", "yes")],
     )
@@ -595,7 +595,25 @@ async fn family_switcher_puts_the_chosen_family_in_the_token() {
         &[("family", &f2), ("req", &req)],
     )
     .await;
-    let r = b.get(abs(&h, &location(&r))).send().await.unwrap();
+    let cont = location(&r);
+    let r = b.get(abs(&h, &cont)).send().await.unwrap();
+    if !r.status().is_redirection() {
+        let (st, code, reference) = page_code(r).await;
+        h.state.audit.flush().await;
+        let trace = h
+            .state
+            .directory
+            .audit_for_ref(&homeroom_core::RefId::new(reference))
+            .await
+            .unwrap_or_default();
+        panic!(
+            "{cont}: {st} {code} {:?}",
+            trace
+                .iter()
+                .map(|e| e.detail.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
     let (claims, _) = tokens(&h, &location(&r), &verifier).await;
     assert_eq!(claims["family_id"], f2.as_str());
     let chosen: Vec<_> = claims["families"]
