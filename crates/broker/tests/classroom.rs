@@ -459,10 +459,14 @@ async fn class_download_has_every_learner_and_neutralises_formulas() {
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines[0], "username,name,sign_in_code,parent_access_code");
     assert_eq!(lines.len(), 4, "{csv}");
-    assert!(
-        lines.contains(&format!("maya,Maya Chen,{maya_code},").as_str()),
-        "{csv}"
-    );
+    // Every learner has a parent access code (XXXX-XXXX-XXXX) beside the sign-in code.
+    let maya = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("maya,Maya Chen,{maya_code},")))
+        .unwrap_or_else(|| panic!("{csv}"));
+    let parent = maya.rsplit(',').next().unwrap();
+    assert_eq!(parent.len(), 14, "{maya}");
+    assert_eq!(parent.matches('-').count(), 2, "{maya}");
     // The formula name is prefixed with ' (and quoted, since it holds quotes).
     let sam = lines.iter().find(|l| l.starts_with("sam,")).unwrap();
     assert!(sam.starts_with("sam,\"'=HYPERLINK("), "{sam}");
