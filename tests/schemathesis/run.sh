@@ -75,6 +75,12 @@ client_secret = "$secret"
 redirect_uris = ["https://automation.district.test/cb"]
 scopes = ["openid", "homeroom:admin"]
 
+[apps.fuzz-target]
+tenant = "district"
+name = "Fuzz target"
+client_secret = "$secret"
+redirect_uris = ["https://fuzz.district.test/cb"]
+
 [limits]
 enabled = false
 TOML
@@ -90,10 +96,31 @@ done
 token="$(curl -fsS -u "automation:$secret" -d grant_type=client_credentials -d scope=homeroom:admin \
   "$base/oauth2/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
 
+# Real ids, so generated requests reach past "not found" into the handlers (the automation
+# app itself is never patched: its token would stop working).
+account="$(curl -fsS -H "Authorization: Bearer $token" "$base/admin/api/accounts?q=it.admin" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+cat > "$work/schemathesis.toml" <<TOML
+[[operations]]
+include-path-regex = "^/admin/api/accounts/"
+parameters = { "path.id" = "$account" }
+
+[[operations]]
+include-path-regex = "^/admin/api/providers/"
+parameters = { "path.id" = "district-sso" }
+
+[[operations]]
+include-path-regex = "^/admin/api/apps/"
+parameters = { "path.id" = "fuzz-target" }
+TOML
+
 report="$TARGET/schemathesis-report"
 mkdir -p "$report"
 set +e
-SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" timeout --signal=INT --kill-after=10 "$MAX_TIME" "$VENV/bin/st" run "$base/admin/api/openapi.json" \
+cd "$work"
+SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" PYTHONDONTWRITEBYTECODE=1 \
+  timeout --signal=INT --kill-after=10 "$MAX_TIME" \
+  "$VENV/bin/st" --config-file "$work/schemathesis.toml" run "$base/admin/api/openapi.json" \
   --url "$base" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
