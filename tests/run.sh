@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every crate's unit and integration tests (against real
-# PostgreSQL and Redis on 127.0.0.1) and the interop suite (npm oidc-provider upstream,
-# npm openid-client downstream). Starts PostgreSQL and Redis if they are down.
+# PostgreSQL and Redis on 127.0.0.1), the interop suite (npm oidc-provider upstream,
+# npm openid-client downstream) and the admin API's schemathesis run. Starts PostgreSQL
+# and Redis if they are down.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,6 +31,9 @@ cargo test --workspace --no-fail-fast
 
 echo "== interop (oidc-provider upstream, openid-client downstream)"
 HOMEROOM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/homeroom" bash tests/interop/run.sh
+
+echo "== admin API against its OpenAPI document (PyPI schemathesis; venv in target/schemathesis-venv)"
+HOMEROOM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/homeroom" bash tests/schemathesis/run.sh
 
 echo "== console end to end (headless Debian chromium, playwright-core; screenshots in target/console-screenshots)"
 if command -v chromium >/dev/null || [ "${CI:-}" = "true" ]; then

@@ -191,7 +191,7 @@ pub struct TenantOut {
 }
 
 /// The caller's tenant.
-#[utoipa::path(get, path = "/admin/api/tenant", responses((status = 200, body = TenantOut), (status = 401, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/tenant", responses((status = 200, body = TenantOut), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn tenant(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let admin = admin!(state, headers);
     match state.directory.get_tenant(&admin.tenant).await {
@@ -231,7 +231,7 @@ fn redact(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 /// The tenant's upstream providers.
-#[utoipa::path(get, path = "/admin/api/providers", responses((status = 200, body = [ProviderOut])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/providers", responses((status = 200, body = [ProviderOut]), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let admin = admin!(state, headers);
     match state.directory.list_providers(Some(&admin.tenant)).await {
@@ -255,11 +255,12 @@ pub async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Res
 #[serde(deny_unknown_fields)]
 pub struct ProviderPatch {
     pub enabled: Option<bool>,
+    #[schema(min_length = 1, max_length = 100)]
     pub display_name: Option<String>,
 }
 
 /// Enables, disables or renames a provider.
-#[utoipa::path(patch, path = "/admin/api/providers/{id}", request_body = ProviderPatch, responses((status = 200, body = ProviderOut), (status = 400, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/admin/api/providers/{id}", params(("id" = String, Path, description = "Provider id")), request_body = ProviderPatch, responses((status = 200, body = ProviderOut), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn patch_provider(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -321,16 +322,11 @@ pub async fn save_provider(
     Ok(())
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ConnectionCheck {
-    pub check: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-/// "Test connection": fetches the provider's discovery document and JWKS, checks the
-/// issuer and the clock against the provider's.
-#[utoipa::path(post, path = "/admin/api/providers/{id}/test", responses((status = 200, body = [ConnectionCheck]), (status = 404, body = ApiError)), security(("bearer" = [])))]
+/// "Test connection": fetches the provider's discovery document and JWKS (or SAML
+/// metadata) and checks the issuer, the clock against the provider's, the signing keys
+/// and the redirect URI registration; each finding is `ok`, `warn` or `fail` with what to
+/// do (see [`crate::connection`]).
+#[utoipa::path(post, path = "/admin/api/providers/{id}/test", params(("id" = String, Path, description = "Provider id")), responses((status = 200, body = crate::connection::ConnectionReport), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
 pub async fn test_provider(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -342,116 +338,14 @@ pub async fn test_provider(
         Ok(_) => return not_found("provider"),
         Err(e) => return internal(e),
     };
-    let checks = connection_checks(&state, &rec).await;
+    let report = crate::connection::test(&state, &rec).await;
     changed(
         &state,
         &admin,
         "admin.provider_tested",
-        serde_json::json!({"provider": rec.id, "ok": checks.iter().all(|c| c.ok)}),
+        serde_json::json!({"provider": rec.id, "status": report.status.as_str()}),
     );
-    axum::Json(checks).into_response()
-}
-
-/// The findings of "test connection" for one provider (the caller audits).
-pub async fn connection_checks(
-    state: &AppState,
-    rec: &homeroom_directory::ProviderRecord,
-) -> Vec<ConnectionCheck> {
-    let mut checks = Vec::new();
-    let issuer = rec.config["issuer"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| match rec.kind.as_str() {
-            "google" => Some("https://accounts.google.com".to_owned()),
-            "microsoft" => rec.config["tenant"].as_str().map(|t| {
-                format!(
-                    "{}/{t}/v2.0",
-                    rec.config["authority"]
-                        .as_str()
-                        .unwrap_or("https://login.microsoftonline.com")
-                )
-            }),
-            _ => None,
-        });
-    let Some(issuer) = issuer else {
-        checks.push(ConnectionCheck {
-            check: "discovery".into(),
-            ok: true,
-            detail: format!(
-                "{} providers have fixed endpoints; sign in once to test them",
-                rec.kind
-            ),
-        });
-        return checks;
-    };
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    match state.http.get(&url, None).await {
-        Ok(resp) if resp.is_success() => {
-            let doc: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-            checks.push(ConnectionCheck {
-                check: "discovery".into(),
-                ok: true,
-                detail: format!("fetched {url}"),
-            });
-            let their = doc["issuer"].as_str().unwrap_or("");
-            let issuer_ok = their == issuer || their.contains("{tenantid}");
-            checks.push(ConnectionCheck {
-                check: "issuer".into(),
-                ok: issuer_ok,
-                detail: if issuer_ok {
-                    format!("issuer {their}")
-                } else {
-                    format!("configured {issuer}, provider says {their}")
-                },
-            });
-            if let Some(jwks) = doc["jwks_uri"].as_str() {
-                match state.http.get(jwks, None).await {
-                    Ok(j) if j.is_success() => {
-                        let keys: serde_json::Value =
-                            serde_json::from_slice(&j.body).unwrap_or_default();
-                        let n = keys["keys"].as_array().map(Vec::len).unwrap_or(0);
-                        checks.push(ConnectionCheck {
-                            check: "jwks".into(),
-                            ok: n > 0,
-                            detail: format!("{n} key(s) published"),
-                        });
-                    }
-                    Ok(j) => checks.push(ConnectionCheck {
-                        check: "jwks".into(),
-                        ok: false,
-                        detail: format!("HTTP {}", j.status),
-                    }),
-                    Err(e) => checks.push(ConnectionCheck {
-                        check: "jwks".into(),
-                        ok: false,
-                        detail: e.to_string(),
-                    }),
-                }
-            }
-            if let Some(date) = resp.date {
-                let skew = (date - state.now()).abs();
-                checks.push(ConnectionCheck {
-                    check: "clock".into(),
-                    ok: skew <= 60,
-                    detail: format!("provider's clock differs by {skew} s"),
-                });
-            }
-        }
-        Ok(resp) => checks.push(ConnectionCheck {
-            check: "discovery".into(),
-            ok: false,
-            detail: format!("{url} answered HTTP {}", resp.status),
-        }),
-        Err(e) => checks.push(ConnectionCheck {
-            check: "discovery".into(),
-            ok: false,
-            detail: format!("{url}: {e}"),
-        }),
-    }
-    checks
+    axum::Json(report).into_response()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -467,9 +361,12 @@ pub struct AppOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderCreate {
+    #[schema(pattern = "^[A-Za-z0-9_-]{2,64}$")]
     pub id: String,
     /// `oidc`, `google`, `microsoft`, `clever`, `classlink`, `gg4l` or `saml`.
+    #[schema(example = "oidc")]
     pub kind: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub display_name: String,
     /// The kind's settings (the same keys as in the configuration file).
     #[schema(value_type = Object)]
@@ -478,7 +375,7 @@ pub struct ProviderCreate {
 
 /// Registers a provider; its settings are validated like `homeroom check-config` does and
 /// each problem names its key (`config.client_secret`). Nothing is written on a problem.
-#[utoipa::path(post, path = "/admin/api/providers", request_body = ProviderCreate, responses((status = 201, body = ProviderOut), (status = 400, body = ApiError), (status = 409, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/providers", request_body = ProviderCreate, responses((status = 201, body = ProviderOut), (status = 400, body = ApiError), (status = 409, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn create_provider(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -566,9 +463,12 @@ pub async fn create_provider(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppCreate {
+    #[schema(pattern = "^[A-Za-z0-9._-]{3,64}$")]
     pub client_id: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Exact-match redirect URIs: https, http on loopback, or (native) a reverse-domain scheme.
+    #[schema(min_items = 1)]
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
@@ -581,6 +481,7 @@ pub struct AppCreate {
     /// Default: openid profile email offline_access.
     pub scopes: Option<Vec<String>>,
     /// `RS256` (default) or `ES256`.
+    #[schema(pattern = "^(RS256|ES256)$")]
     pub id_token_alg: Option<String>,
     pub start_url: Option<String>,
     pub initiate_login_uri: Option<String>,
@@ -612,7 +513,7 @@ fn check_uris(field: &str, uris: &[String], native: bool) -> Option<(String, Str
 }
 
 /// Registers an app. Bad input names the field (e.g. `redirect_uris[0]`) and creates nothing.
-#[utoipa::path(post, path = "/admin/api/apps", request_body = AppCreate, responses((status = 201, body = AppCreated), (status = 400, body = ApiError), (status = 409, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/apps", request_body = AppCreate, responses((status = 201, body = AppCreated), (status = 400, body = ApiError), (status = 409, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn create_app(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -744,14 +645,16 @@ pub async fn create_app(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppPatch {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(min_items = 1)]
     pub redirect_uris: Option<Vec<String>>,
     pub post_logout_redirect_uris: Option<Vec<String>>,
     pub enabled: Option<bool>,
 }
 
 /// Edits an app of the tenant.
-#[utoipa::path(patch, path = "/admin/api/apps/{id}", request_body = AppPatch, responses((status = 200, body = AppOut), (status = 400, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/admin/api/apps/{id}", params(("id" = String, Path, description = "App client_id")), request_body = AppPatch, responses((status = 200, body = AppOut), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn patch_app(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -824,7 +727,7 @@ pub async fn patch_app(
 }
 
 /// The tenant's apps.
-#[utoipa::path(get, path = "/admin/api/apps", responses((status = 200, body = [AppOut])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/apps", responses((status = 200, body = [AppOut]), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let admin = admin!(state, headers);
     match state.directory.list_apps(Some(&admin.tenant)).await {
@@ -887,13 +790,14 @@ pub async fn account_out(state: &AppState, a: homeroom_directory::Account) -> Ac
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AccountQuery {
     /// At least 3 letters of a name, email or username.
+    #[param(min_length = 3)]
     pub q: String,
     /// Only accounts with this role (`student`, `teacher`, ...).
     pub role: Option<String>,
 }
 
 /// Searches accounts of the tenant.
-#[utoipa::path(get, path = "/admin/api/accounts", params(AccountQuery), responses((status = 200, body = [AccountOut]), (status = 400, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/accounts", params(AccountQuery), responses((status = 200, body = [AccountOut]), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn accounts(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -943,7 +847,7 @@ async fn own_account(
 }
 
 /// One account.
-#[utoipa::path(get, path = "/admin/api/accounts/{id}", responses((status = 200, body = AccountOut), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/accounts/{id}", params(("id" = String, Path, description = "Account id")), responses((status = 200, body = AccountOut), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn account(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -960,11 +864,12 @@ pub async fn account(
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     /// `active`, `suspended` or `archived`.
+    #[schema(pattern = "^(active|suspended|archived)$")]
     pub status: String,
 }
 
 /// Activates, suspends or archives an account.
-#[utoipa::path(post, path = "/admin/api/accounts/{id}/status", request_body = StatusChange, responses((status = 200, body = AccountOut), (status = 400, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/accounts/{id}/status", params(("id" = String, Path, description = "Account id")), request_body = StatusChange, responses((status = 200, body = AccountOut), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn account_status(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1053,7 +958,7 @@ pub struct LinkOut {
 macro_rules! local_action {
     ($name:ident, $path:literal, $doc:literal, $call:path, $kind:literal) => {
         #[doc = $doc]
-        #[utoipa::path(post, path = $path, responses((status = 200, body = LinkOut), (status = 404, body = ApiError), (status = 409, body = ApiError)), security(("bearer" = [])))]
+        #[utoipa::path(post, path = $path, params(("id" = String, Path, description = "Account id")), responses((status = 200, body = LinkOut), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
         pub async fn $name(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
             let admin = admin!(state, headers);
             let a = match own_account(&state, &admin, &id).await {
@@ -1087,7 +992,7 @@ local_action!(
 );
 
 /// Unlocks an account locked by failed password attempts.
-#[utoipa::path(post, path = "/admin/api/accounts/{id}/unlock", responses((status = 200, body = Object), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/accounts/{id}/unlock", params(("id" = String, Path, description = "Account id")), responses((status = 200, body = Object), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn unlock(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1106,7 +1011,7 @@ pub async fn unlock(
 
 /// Local-password facts of an account (password set, failed attempts, locked until,
 /// pending invitation or reset) and its email log.
-#[utoipa::path(get, path = "/admin/api/accounts/{id}/local", responses((status = 200, body = Object), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/accounts/{id}/local", params(("id" = String, Path, description = "Account id")), responses((status = 200, body = Object), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn local_status(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1130,14 +1035,24 @@ pub async fn local_status(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
+    /// Only events with this error code (e.g. `upstream.domain_mismatch`).
     pub code: Option<String>,
+    /// Only events of this kind (e.g. `login.refused`, `admin.app_created`).
     pub kind: Option<String>,
+    /// Only events of this provider id.
     pub provider: Option<String>,
+    /// Only events of this app (client_id).
     pub app: Option<String>,
+    /// Only events of this account id.
     pub account: Option<String>,
-    /// Unix milliseconds.
+    /// Events at or after this time (Unix milliseconds).
+    #[param(minimum = 0)]
     pub since: Option<i64>,
+    /// Events at or before this time (Unix milliseconds); not before `since`.
+    #[param(minimum = 0)]
     pub until: Option<i64>,
+    /// At most this many events, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -1168,7 +1083,7 @@ pub fn event_out(e: homeroom_directory::AuditEvent) -> EventOut {
 }
 
 /// Audit events of the tenant, newest first.
-#[utoipa::path(get, path = "/admin/api/events", params(AuditQuery), responses((status = 200, body = [EventOut]), (status = 400, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/events", params(AuditQuery), responses((status = 200, body = [EventOut]), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1182,6 +1097,30 @@ pub async fn events(
     if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
         return bad("limit", "between 1 and 1000");
     }
+    for (field, v) in [
+        ("code", &q.code),
+        ("kind", &q.kind),
+        ("provider", &q.provider),
+        ("app", &q.app),
+        ("account", &q.account),
+    ] {
+        if let Some(v) = v
+            && (v.is_empty() || v.len() > 200 || v.chars().any(char::is_control))
+        {
+            return bad(field, "1 to 200 characters, no control characters");
+        }
+    }
+    for (field, v) in [("since", q.since), ("until", q.until)] {
+        if v.is_some_and(|t| t < 0) {
+            return bad(field, "Unix milliseconds, not negative");
+        }
+    }
+    if let (Some(since), Some(until)) = (q.since, q.until)
+        && since > until
+    {
+        return bad("until", "must not be before since");
+    }
+    state.audit.flush().await;
     let filter = AuditFilter {
         tenant: Some(admin.tenant.clone()),
         code: q.code,
@@ -1200,7 +1139,7 @@ pub async fn events(
 }
 
 /// The whole trace of one attempt, by its reference id.
-#[utoipa::path(get, path = "/admin/api/trace/{reference}", responses((status = 200, body = [troubleshoot::TraceStep]), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/trace/{reference}", params(("reference" = String, Path, description = "Reference id (HR-...)")), responses((status = 200, body = [troubleshoot::TraceStep]), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn trace(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1224,6 +1163,7 @@ pub async fn trace(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct TroubleshootQuery {
     /// An email, a username, at least 3 letters of a name, or a reference id (`HR-...`).
+    #[param(min_length = 3, max_length = 320)]
     pub q: String,
 }
 
@@ -1234,7 +1174,7 @@ pub struct TroubleshootOut {
 }
 
 /// The troubleshooter: one box, one answer.
-#[utoipa::path(get, path = "/admin/api/troubleshoot", params(TroubleshootQuery), responses((status = 200, body = TroubleshootOut), (status = 400, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/troubleshoot", params(TroubleshootQuery), responses((status = 200, body = TroubleshootOut), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn troubleshoot_handler(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1289,7 +1229,7 @@ pub struct LimitOut {
 }
 
 /// Keys currently challenged or blocked by the rate limits.
-#[utoipa::path(get, path = "/admin/api/limits", responses((status = 200, body = [LimitOut])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/limits", responses((status = 200, body = [LimitOut]), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn limits(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let _admin = admin!(state, headers);
     let list = crate::limits::listed(&state).await;
@@ -1308,11 +1248,20 @@ pub async fn limits(State(state): State<AppState>, headers: HeaderMap) -> Respon
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LiftLimit {
+    /// A `key` from `GET /admin/api/limits`.
+    #[schema(pattern = "^rl:", max_length = 200)]
     pub key: String,
 }
 
-/// Lifts the limit on a key.
-#[utoipa::path(post, path = "/admin/api/limits/lift", request_body = LiftLimit, responses((status = 200), (status = 400, body = ApiError)), security(("bearer" = [])))]
+#[derive(Serialize, ToSchema)]
+pub struct Lifted {
+    pub key: String,
+    pub lifted: bool,
+}
+
+/// Lifts the limit on a key listed by `GET /admin/api/limits` (its buckets are reset and
+/// it leaves the list). A key that is not listed is 404 and nothing changes.
+#[utoipa::path(post, path = "/admin/api/limits/lift", request_body = LiftLimit, responses((status = 200, body = Lifted), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
 pub async fn lift_limit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1326,6 +1275,15 @@ pub async fn lift_limit(
     if !l.key.starts_with("rl:") || l.key.len() > 200 {
         return bad("key", "a key from GET /admin/api/limits");
     }
+    let listed = crate::limits::listed(&state).await;
+    if !listed.iter().any(|(_, _, k)| *k == l.key) {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Some("key"),
+            "the key is not challenged or blocked now (GET /admin/api/limits lists those)",
+        );
+    }
     let lifted = crate::limits::lift(&state, &l.key).await;
     changed(
         &state,
@@ -1333,24 +1291,34 @@ pub async fn lift_limit(
         "admin.limit_lifted",
         serde_json::json!({"key": l.key, "lifted": lifted}),
     );
-    axum::Json(serde_json::json!({"lifted": lifted})).into_response()
+    axum::Json(Lifted { key: l.key, lifted }).into_response()
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RosterQuery {
+    /// `true`: validate and report what would change, write nothing (default `false`).
+    pub dry_run: Option<bool>,
 }
 
 /// Imports a OneRoster package (the zip as the request body). `?dry_run=true` validates and
 /// reports without writing.
-#[utoipa::path(post, path = "/admin/api/rosters", request_body(content = Vec<u8>, content_type = "application/zip"), responses((status = 200, body = Object), (status = 400, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/rosters", params(RosterQuery), request_body(content = Vec<u8>, content_type = "application/zip"), responses((status = 200, body = Object, description = "The import report"), (status = 400, body = Object, description = "The import report listing each problem with file, line and column, or an error body with field and reason"), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn import_roster(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<std::collections::HashMap<String, String>>,
+    q: Result<Query<RosterQuery>, axum::extract::rejection::QueryRejection>,
     body: axum::body::Bytes,
 ) -> Response {
     let admin = admin!(state, headers);
+    let Ok(Query(q)) = q else {
+        return bad("dry_run", "true or false (the only parameter)");
+    };
     if body.is_empty() {
         return bad("body", "send the OneRoster zip as the request body");
     }
     let opts = homeroom_roster::ImportOptions {
-        dry_run: q.get("dry_run").is_some_and(|v| v == "true"),
+        dry_run: q.dry_run.unwrap_or(false),
         ..Default::default()
     };
     let mut progress = |_p: homeroom_roster::Progress<'_>| {};

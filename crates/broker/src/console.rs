@@ -15,7 +15,7 @@
 //!   (enable/disable, test connection), apps, roster imports.
 
 use crate::AppState;
-use crate::admin::{self, Admin, ConnectionCheck};
+use crate::admin::{self, Admin};
 use crate::audit::{self, Ev};
 use crate::pages::html;
 use crate::troubleshoot::{AccountReport, FailureLine, Finding, LookAlike, TraceStep};
@@ -1041,7 +1041,7 @@ struct ProvidersPage<'a> {
     me: &'a Me,
     notice: &'a str,
     tested: &'a str,
-    checks: Vec<ConnectionCheck>,
+    checks: Vec<crate::connection::ConnectionFinding>,
     providers: Vec<ProviderLine>,
 }
 
@@ -1050,7 +1050,7 @@ async fn providers_page(
     ctx: &Ctx,
     notice: &str,
     tested: &str,
-    checks: Vec<ConnectionCheck>,
+    checks: Vec<crate::connection::ConnectionFinding>,
 ) -> Response {
     let list = match state
         .directory
@@ -1135,13 +1135,14 @@ async fn provider_action(
             })
         }
         "test" => {
-            let checks = admin::connection_checks(&state, &rec).await;
+            let report = crate::connection::test(&state, &rec).await;
             admin::changed(
                 &state,
                 &ctx.admin,
                 "admin.provider_tested",
-                serde_json::json!({"provider": rec.id, "ok": checks.iter().all(|c| c.ok), "via": "console"}),
+                serde_json::json!({"provider": rec.id, "status": report.status.as_str(), "via": "console"}),
             );
+            let checks = report.findings;
             let tested = rec.display_name.clone();
             providers_page(&state, &ctx, "", &tested, checks).await
         }

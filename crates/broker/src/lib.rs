@@ -10,6 +10,7 @@ pub mod admin;
 pub mod audit;
 pub mod cache;
 pub mod classroom;
+pub mod connection;
 pub mod console;
 pub mod cookies;
 pub mod family;

@@ -444,6 +444,7 @@ pub async fn token_endpoint(state: &AppState, client_id: &str) -> Option<Respons
         Gcra::Limited { retry_after_ms } => {
             crate::metrics::limit("block", "client");
             let secs = retry_after_ms.div_ceil(1000).max(1);
+            remember(state, "blocked", "client", &key, secs).await;
             let mut r = respond::json_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "slow_down",
@@ -478,12 +479,18 @@ pub async fn listed(state: &AppState) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Lifts a limit on a key (both its soft and hard buckets).
+/// Lifts a limit on a key (both its soft and hard buckets) and takes it off the list.
 pub async fn lift(state: &AppState, key: &str) -> bool {
     let b = state.sessions.backend();
     let soft = b.delete(key).await.unwrap_or(false);
     let hard = b.delete(&format!("{key}:h")).await.unwrap_or(false);
-    soft || hard
+    let mut unlisted = false;
+    for m in b.set_members("rl:listed").await.unwrap_or_default() {
+        if m.splitn(3, '|').nth(2) == Some(key) {
+            unlisted |= b.set_remove("rl:listed", &m).await.unwrap_or(false);
+        }
+    }
+    soft || hard || unlisted
 }
 
 #[cfg(test)]

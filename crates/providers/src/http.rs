@@ -93,6 +93,8 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
     /// The response's `Date` header as Unix seconds (the peer's clock), if present.
     pub date: Option<i64>,
+    /// The `Location` header of a redirect (redirects are never followed), if present.
+    pub location: Option<String>,
 }
 
 impl HttpResponse {
@@ -246,6 +248,11 @@ impl HttpClient {
                 time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc2822).ok()
             })
             .map(time::OffsetDateTime::unix_timestamp);
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -262,6 +269,7 @@ impl HttpClient {
             content_type,
             body,
             date,
+            location,
         })
     }
 }

@@ -63,6 +63,8 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
     async fn set_add(&self, key: &str, member: &str, ttl_secs: u64) -> Result<(), StoreError>;
     /// All members of a set (empty when absent).
     async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+    /// Removes a member from a set; returns whether it was there.
+    async fn set_remove(&self, key: &str, member: &str) -> Result<bool, StoreError>;
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// One step of the generic cell-rate algorithm on `key`, atomically: a request costs

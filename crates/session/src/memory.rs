@@ -391,6 +391,20 @@ impl KvBackend for MemoryBackend {
         }
     }
 
+    async fn set_remove(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+        self.write(|state, now| match state.live(key, now) {
+            None => Ok(false),
+            Some(Entry {
+                kind: Kind::Set(members),
+                ..
+            }) => Ok(members.remove(member)),
+            Some(Entry {
+                kind: Kind::Value(_),
+                ..
+            }) => Err(wrong_kind(key, "set")),
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! Every operation is one atomic Redis command or one Lua script:
 //! `put` = `SET EX`, `put_if_absent` = `SET NX EX`, `take` = `GETDEL` (Redis >= 6.2),
 //! `delete` = `DEL`, `incr` = `INCRBY` then `EXPIRE` when the key has no TTL yet (script),
-//! `set_add` = `SADD` + `EXPIRE` (script), `set_members` = `SMEMBERS`, `ping` = `PING`.
+//! `set_add` = `SADD` + `EXPIRE` (script), `set_members` = `SMEMBERS`, `set_remove` = `SREM`, `ping` = `PING`.
 //!
 //! Errors: connection problems become [`StoreError::Unavailable`] and type mismatches
 //! (`WRONGTYPE`, a counter that is not an integer) become [`StoreError::Corrupt`]. The
@@ -272,6 +272,17 @@ impl KvBackend for RedisBackend {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.err(e))
+    }
+
+    async fn set_remove(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = redis::cmd("SREM")
+            .arg(self.key(key))
+            .arg(member)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(removed > 0)
     }
 
     async fn gcra(

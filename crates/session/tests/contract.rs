@@ -220,9 +220,15 @@ async fn sets_suite(a: SessionStore, b: SessionStore) {
     let mut members = b.backend().set_members("s").await.unwrap();
     members.sort();
     assert_eq!(members, vec!["x", "y"]);
+    // Removing a member: once, seen by every connection.
+    assert!(b.backend().set_remove("s", "x").await.unwrap());
+    assert!(!kv.set_remove("s", "x").await.unwrap());
+    assert!(!kv.set_remove("absent", "x").await.unwrap());
+    assert_eq!(kv.set_members("s").await.unwrap(), vec!["y"]);
     // Values and sets are different kinds.
     kv.put("v", b"x", 60).await.unwrap();
     assert!(kv.set_add("v", "m", 60).await.is_err());
+    assert!(kv.set_remove("v", "m").await.is_err());
     assert!(kv.get("s").await.is_err());
 }
 
