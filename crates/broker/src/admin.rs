@@ -40,7 +40,12 @@ pub struct ApiError {
     pub reason: String,
 }
 
-fn api_error(status: StatusCode, error: &str, field: Option<&str>, reason: &str) -> Response {
+pub(crate) fn api_error(
+    status: StatusCode,
+    error: &str,
+    field: Option<&str>,
+    reason: &str,
+) -> Response {
     let mut r = (
         status,
         axum::Json(ApiError {
@@ -1403,11 +1408,14 @@ impl utoipa::Modify for BearerAuth {
 }
 
 async fn openapi() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::admin_classroom::ClassroomApiDoc::openapi());
+    axum::Json(doc).into_response()
 }
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(crate::admin_classroom::routes())
         .route("/admin/api/openapi.json", get(openapi))
         .route("/admin/api/tenant", get(tenant))
         .route("/admin/api/providers", get(providers).post(create_provider))

@@ -188,6 +188,12 @@ pub enum LoginError {
     ClassroomNotYourClass,
     #[error("sign-in codes not enabled")]
     ClassroomCodesDisabled,
+    #[error("QR badge unknown")]
+    ClassroomBadgeInvalid,
+    #[error("QR badge revoked")]
+    ClassroomBadgeRevoked,
+    #[error("QR badge used outside the school network")]
+    ClassroomBadgeNetwork,
 
     // ---- sessions ----
     #[error("CSRF check failed")]
@@ -299,6 +305,9 @@ impl LoginError {
             ClassroomCodeInvalid => "classroom.code_invalid",
             ClassroomNotYourClass => "classroom.not_your_class",
             ClassroomCodesDisabled => "classroom.codes_disabled",
+            ClassroomBadgeInvalid => "classroom.badge_invalid",
+            ClassroomBadgeRevoked => "classroom.badge_revoked",
+            ClassroomBadgeNetwork => "classroom.badge_network",
             Csrf => "session.csrf",
             SessionExpired => "session.expired",
             CookieAmbiguous => "session.cookie_ambiguous",
@@ -375,6 +384,9 @@ impl LoginError {
             ClassroomCodeInvalid => "That didn't work",
             ClassroomNotYourClass => "That is not your class",
             ClassroomCodesDisabled => "Sign-in codes are not available",
+            ClassroomBadgeInvalid => "This badge does not work",
+            ClassroomBadgeRevoked => "This badge was replaced",
+            ClassroomBadgeNetwork => "Use your badge at school",
             Csrf => "This form expired",
             SessionExpired => "You were signed out",
             CookieAmbiguous => "Please sign in again",
@@ -442,6 +454,9 @@ impl LoginError {
             ClassroomCodeInvalid => "The class code, username or sign-in code is not right. Check all three and try again. Your teacher can show you your code.".into(),
             ClassroomNotYourClass => "You can only see and change sign-in codes for learners in your own classes. Nothing was changed.".into(),
             ClassroomCodesDisabled => "Your school does not use sign-in codes. Sign in another way, or ask your teacher.".into(),
+            ClassroomBadgeInvalid => "We don't recognise this badge. Scan it again, or sign in with your class code and sign-in code. Your teacher can help.".into(),
+            ClassroomBadgeRevoked => "This badge does not work any more: your teacher made you a new one or a new sign-in code. Ask your teacher for your new card.".into(),
+            ClassroomBadgeNetwork => "Badges only work on your school's network. At home, sign in with your class code and sign-in code instead.".into(),
             Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
             SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
             CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
@@ -522,6 +537,9 @@ impl LoginError {
             ClassroomCodeInvalid => "A class-code sign-in failed: the class code is unknown, no learner of that class has the username, or the sign-in code was wrong (the learner sees the same message for each). Each failure on a known learner counts toward the lockout. A teacher of the class can show or reset the code.".into(),
             ClassroomNotYourClass => "A teacher asked to see, reset or download sign-in codes of a class (or learner) they do not teach, or a school download without being a lead teacher (school admin). Nothing was changed or shown. Check the roster enrollments of the class.".into(),
             ClassroomCodesDisabled => "Sign-in codes are not enabled for this tenant, or no code-encryption key is configured. Add the tenant to the classroom-code tenants and set the 32-byte key in the server settings.".into(),
+            ClassroomBadgeInvalid => "A QR badge link carried a token that was never issued (a mistyped, truncated or made-up link). Nobody was signed in. Print a new class sheet to make fresh badges.".into(),
+            ClassroomBadgeRevoked => "The QR badge was revoked: a teacher or IT revoked it, printed a newer sheet (each print replaces the learner's badge), or gave the learner a new sign-in code. Nobody was signed in. Print the class sheet again.".into(),
+            ClassroomBadgeNetwork => "A QR badge was used from an address outside the tenant's trusted_networks. Nobody was signed in. Add the school's network to trusted_networks, or set classroom_badges_anywhere for the tenant if badges may be used anywhere.".into(),
             Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
             SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
             CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
@@ -589,6 +607,8 @@ impl LoginError {
             ClassroomCodeInvalid => 401,
             ClassroomNotYourClass => 403,
             ClassroomCodesDisabled => 403,
+            ClassroomBadgeInvalid => 404,
+            ClassroomBadgeRevoked | ClassroomBadgeNetwork => 403,
             Csrf => 403,
             SessionExpired | CookieAmbiguous => 401,
             RedirectLoop { .. } | UpstreamLoop { .. } => 508,

@@ -128,6 +128,10 @@ pub struct TenantConfig {
     /// (needs `server.classroom_code_key`; default false).
     #[serde(default)]
     pub classroom_codes: bool,
+    /// QR badges of this tenant's class sheets sign learners in from any address, not only
+    /// from its `trusted_networks` (default false).
+    #[serde(default)]
+    pub classroom_badges_anywhere: bool,
 }
 fn d30() -> i64 {
     30

@@ -138,6 +138,7 @@ impl Demo {
                 admins: vec![],
                 roster_required: false,
                 classroom_codes: false,
+                classroom_badges_anywhere: false,
             },
         );
         let mut settings = BTreeMap::new();

@@ -60,6 +60,7 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             admins: vec![],
             roster_required: false,
             classroom_codes: false,
+            classroom_badges_anywhere: false,
         },
     );
     let mut settings = BTreeMap::new();
