@@ -817,3 +817,50 @@ async fn openapi_lists_the_classroom_endpoints() {
     }
     assert!(doc["components"]["schemas"]["ResetIn"].is_object());
 }
+
+#[tokio::test]
+async fn badges_and_the_api_on_postgres() {
+    let Some(url) = pg_schema_url().await else {
+        return;
+    };
+    let h = harness_with(Opts {
+        directory: url,
+        tune: Some(enable),
+        ..Opts::default()
+    })
+    .await;
+    import(&h).await;
+    let grace = signed_in(&h, GRACE).await;
+    let badges = print_badges(&grace, &h, "").await;
+    let r = scan(&browser(), &badges[0], &school_ip()).await;
+    assert_eq!(r.status(), 200);
+    let r = scan(&browser(), &badges[0], HOME_IP).await;
+    assert_eq!(page_code(r).await.1, "classroom.badge_network");
+    let grace_at = person_token(&h, GRACE).await;
+    let r = api_post(
+        &h,
+        &grace_at,
+        "/class/c1/reset",
+        serde_json::json!({"mode": "learner", "learner": "u1"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = scan(&browser(), &badges[0], &school_ip()).await;
+    assert_eq!(page_code(r).await.1, "classroom.badge_revoked");
+    let learners = json(api_get(&h, &grace_at, "/class/c1/learners").await).await;
+    let has: Vec<bool> = learners
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["has_badge"].as_bool().unwrap())
+        .collect();
+    assert_eq!(has, [false, true, true]);
+    let r = api_post(
+        &h,
+        &grace_at,
+        "/class/c1/badges/revoke",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(json(r).await["revoked"], 2);
+}
