@@ -1379,11 +1379,13 @@ async fn openapi() -> Response {
     let mut doc = ApiDoc::openapi();
     // Families have their own module and document part (crate::family_admin).
     doc.merge(crate::family_admin::FamilyApiDoc::openapi());
+    doc.merge(crate::admin_classroom::ClassroomApiDoc::openapi());
     axum::Json(doc).into_response()
 }
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(crate::admin_classroom::routes())
         .route("/admin/api/openapi.json", get(openapi))
         .route("/admin/api/tenant", get(tenant))
         .route("/admin/api/providers", get(providers).post(create_provider))

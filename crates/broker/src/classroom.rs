@@ -17,6 +17,8 @@
 //!   school) as CSV, and print a class sheet. Anyone else is refused with
 //!   `classroom.not_your_class` and nothing changes. Every show, reset, download and print
 //!   is an audit event.
+//! - QR badges on the class sheet live in [`crate::badges`]; this module lends it the
+//!   teacher, the scope and the sheet ([`resolve_scope`], [`sheet`]).
 
 use crate::AppState;
 use crate::audit::{self, Ev};
@@ -87,6 +89,8 @@ pub struct ClassroomSettings {
     /// Code sign-in attempts per minute per address, and per class code (20), with this burst (10).
     pub attempts_per_minute: u64,
     pub attempts_burst: u64,
+    /// QR badges: where they may be used.
+    pub badges: crate::badges::BadgeSettings,
 }
 
 impl Default for ClassroomSettings {
@@ -97,6 +101,7 @@ impl Default for ClassroomSettings {
             code_len: 6,
             attempts_per_minute: 20,
             attempts_burst: 10,
+            badges: Default::default(),
         }
     }
 }
@@ -216,7 +221,11 @@ pub fn routes() -> Router<AppState> {
         .route("/classroom/{kind}/{id}/learner/{user}", get(learner_page))
         .route("/classroom/{kind}/{id}/reset", post(reset))
         .route("/classroom/{kind}/{id}/codes.csv", get(download))
-        .route("/classroom/{kind}/{id}/print", get(print_sheet))
+        .route(
+            "/classroom/{kind}/{id}/print",
+            get(print_sheet).post(crate::badges::print_with_badges),
+        )
+        .merge(crate::badges::routes())
 }
 
 // ---------------------------------------------------------------- sign-in by code
@@ -238,7 +247,7 @@ struct CodeQuery {
     class: Option<String>,
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -311,7 +320,9 @@ async fn code_form(
     with_csrf(&state, resp, &csrf, fresh)
 }
 
-async fn limited(state: &AppState, key: &str) -> Option<u64> {
+/// The classroom rate limit (per minute and burst from the settings) on `key`: the
+/// seconds to wait when over it.
+pub(crate) async fn limited(state: &AppState, key: &str) -> Option<u64> {
     let s = &state.settings.classroom;
     let interval = 60_000 / s.attempts_per_minute.max(1);
     match state
@@ -603,19 +614,27 @@ async fn code_submit(
 // ---------------------------------------------------------------- teacher pages
 
 /// The signed-in teacher.
-struct Teacher {
-    account: Account,
+pub(crate) struct Teacher {
+    pub(crate) account: Account,
     /// Schools this account is lead teacher of.
-    lead_of: Vec<String>,
-    csrf: String,
-    fresh_csrf: bool,
+    pub(crate) lead_of: Vec<String>,
+    pub(crate) csrf: String,
+    pub(crate) fresh_csrf: bool,
 }
 
 impl Teacher {
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         format!("account:{}", self.account.id)
     }
-    fn ev(&self) -> Ev {
+    fn who(&self) -> Who<'_> {
+        Who {
+            tenant: &self.account.tenant,
+            account: Some(&self.account.id),
+            lead_of: &self.lead_of,
+            it: false,
+        }
+    }
+    pub(crate) fn ev(&self) -> Ev {
         Ev {
             tenant: Some(self.account.tenant.clone()),
             account: Some(self.account.id.clone()),
@@ -624,7 +643,12 @@ impl Teacher {
     }
 }
 
-fn not_yours(state: &AppState, headers: &HeaderMap, t: &Teacher, detail: String) -> Response {
+pub(crate) fn not_yours(
+    state: &AppState,
+    headers: &HeaderMap,
+    t: &Teacher,
+    detail: String,
+) -> Response {
     let ctx = PageCtx::from_headers(headers).retry("/classroom", "Back to my classes");
     refuse(
         state,
@@ -635,7 +659,11 @@ fn not_yours(state: &AppState, headers: &HeaderMap, t: &Teacher, detail: String)
     )
 }
 
-fn internal(state: &AppState, headers: &HeaderMap, e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(
+    state: &AppState,
+    headers: &HeaderMap,
+    e: impl std::fmt::Display,
+) -> Response {
     refuse(
         state,
         &RefId::generate(),
@@ -645,7 +673,8 @@ fn internal(state: &AppState, headers: &HeaderMap, e: impl std::fmt::Display) ->
     )
 }
 
-async fn teacher(state: &AppState, headers: &HeaderMap) -> Result<Teacher, Response> {
+/// The signed-in teacher, or a redirect to sign in.
+pub(crate) async fn teacher(state: &AppState, headers: &HeaderMap) -> Result<Teacher, Response> {
     let session = match pipeline::current_session(state, headers).await {
         Ok(s) => s,
         Err(r) => return Err(internal(state, headers, r.detail)),
@@ -683,73 +712,103 @@ async fn teacher(state: &AppState, headers: &HeaderMap) -> Result<Teacher, Respo
 }
 
 /// What a page acts on: one class, or (lead teacher) a whole school.
-struct Scope {
-    kind: &'static str,
-    id: String,
-    title: String,
-    tenant: TenantId,
+pub(crate) struct Scope {
+    pub(crate) kind: &'static str,
+    pub(crate) id: String,
+    pub(crate) title: String,
+    pub(crate) tenant: TenantId,
     /// The class, for class scopes.
-    class: Option<ClassroomClass>,
+    pub(crate) class: Option<ClassroomClass>,
     /// Learners in scope (student enrollments with an account).
-    learners: Vec<ClassMember>,
+    pub(crate) learners: Vec<ClassMember>,
 }
 
 impl Scope {
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("/classroom/{}/{}", self.kind, enc(&self.id))
     }
-    fn learner(&self, user: &str) -> Option<&ClassMember> {
+    pub(crate) fn learner(&self, user: &str) -> Option<&ClassMember> {
         self.learners.iter().find(|m| m.user_sourced_id == user)
+    }
+    /// The accounts of the learners in scope.
+    pub(crate) fn accounts(&self) -> Vec<AccountId> {
+        self.learners
+            .iter()
+            .filter_map(|m| m.account.clone())
+            .collect()
     }
 }
 
-/// Resolves `/classroom/{kind}/{id}` for this teacher, or the refusal. A class of another
-/// tenant is the same refusal as a class they do not teach.
-async fn scope(
+/// Who acts on a class or school: a teacher (the classes they teach), a lead teacher (also
+/// every class of their schools and the schools themselves), or IT (the whole tenant).
+pub(crate) struct Who<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) account: Option<&'a AccountId>,
+    pub(crate) lead_of: &'a [String],
+    pub(crate) it: bool,
+}
+
+/// Why a scope could not be had.
+#[derive(Debug)]
+pub(crate) enum ScopeError {
+    /// Exists (or might) but is not this caller's: `classroom.not_your_class`.
+    NotYours(String),
+    /// No such class or school in the tenant (said to IT only; a teacher gets `NotYours`).
+    NotFound(String),
+    Directory(DirectoryError),
+}
+
+/// Resolves a class or school for `who`. A class of another tenant is the same refusal as
+/// a class they do not teach. The one authorization rule of the teacher pages and the
+/// admin API.
+pub(crate) async fn resolve_scope(
     state: &AppState,
-    headers: &HeaderMap,
-    t: &Teacher,
+    who: &Who<'_>,
     kind: &str,
     id: &str,
-) -> Result<Scope, Response> {
-    let tenant = t.account.tenant.clone();
+) -> Result<Scope, ScopeError> {
+    let tenant = who.tenant.clone();
     let dir = &state.directory;
+    let who_label = who
+        .account
+        .map(|a| format!("account {a}"))
+        .unwrap_or_else(|| "the caller".into());
     match kind {
         "class" => {
-            let class = match dir.classroom_class(&tenant, id).await {
-                Ok(c) => c,
-                Err(e) => return Err(internal(state, headers, e)),
-            };
+            let class = dir
+                .classroom_class(&tenant, id)
+                .await
+                .map_err(ScopeError::Directory)?;
             let Some(class) = class else {
-                return Err(not_yours(
-                    state,
-                    headers,
-                    t,
-                    format!("no class {id} in tenant {tenant}"),
-                ));
+                let detail = format!("no class {id} in tenant {tenant}");
+                return Err(if who.it {
+                    ScopeError::NotFound(detail)
+                } else {
+                    ScopeError::NotYours(detail)
+                });
             };
-            let teaches = match dir.classes_of_account(&t.account.id, "teacher").await {
-                Ok(cs) => cs.iter().any(|c| c.sourced_id == class.sourced_id),
-                Err(e) => return Err(internal(state, headers, e)),
+            let teaches = match who.account {
+                Some(a) => dir
+                    .classes_of_account(a, "teacher")
+                    .await
+                    .map_err(ScopeError::Directory)?
+                    .iter()
+                    .any(|c| c.sourced_id == class.sourced_id),
+                None => false,
             };
-            if !teaches && !t.lead_of.contains(&class.school_sourced_id) {
-                return Err(not_yours(
-                    state,
-                    headers,
-                    t,
-                    format!(
-                        "account {} is not a teacher of class {id} nor lead teacher of school {}",
-                        t.account.id, class.school_sourced_id
-                    ),
-                ));
+            if !who.it && !teaches && !who.lead_of.contains(&class.school_sourced_id) {
+                return Err(ScopeError::NotYours(format!(
+                    "{who_label} is not a teacher of class {id} nor lead teacher of school {}",
+                    class.school_sourced_id
+                )));
             }
-            let learners = match dir.class_members(&tenant, id).await {
-                Ok(m) => m
-                    .into_iter()
-                    .filter(|m| m.role == "student" && m.account.is_some())
-                    .collect(),
-                Err(e) => return Err(internal(state, headers, e)),
-            };
+            let learners = dir
+                .class_members(&tenant, id)
+                .await
+                .map_err(ScopeError::Directory)?
+                .into_iter()
+                .filter(|m| m.role == "student" && m.account.is_some())
+                .collect();
             Ok(Scope {
                 kind: "class",
                 id: id.to_owned(),
@@ -760,22 +819,29 @@ async fn scope(
             })
         }
         "school" => {
-            if !t.lead_of.iter().any(|s| s == id) {
-                return Err(not_yours(
-                    state,
-                    headers,
-                    t,
-                    format!(
-                        "account {} is not lead teacher of school {id}",
-                        t.account.id
-                    ),
-                ));
+            if who.it {
+                let classes = dir
+                    .classes_of_school(&tenant, id)
+                    .await
+                    .map_err(ScopeError::Directory)?;
+                if classes.is_empty() {
+                    return Err(ScopeError::NotFound(format!(
+                        "no school {id} with classes in tenant {tenant}"
+                    )));
+                }
+            } else if !who.lead_of.iter().any(|s| s == id) {
+                return Err(ScopeError::NotYours(format!(
+                    "{who_label} is not lead teacher of school {id}"
+                )));
             }
             let title = format!("School {id}");
-            let learners = match dir.school_learners(&tenant, id).await {
-                Ok(m) => m.into_iter().filter(|m| m.account.is_some()).collect(),
-                Err(e) => return Err(internal(state, headers, e)),
-            };
+            let learners = dir
+                .school_learners(&tenant, id)
+                .await
+                .map_err(ScopeError::Directory)?
+                .into_iter()
+                .filter(|m| m.account.is_some())
+                .collect();
             Ok(Scope {
                 kind: "school",
                 id: id.to_owned(),
@@ -785,17 +851,28 @@ async fn scope(
                 learners,
             })
         }
-        _ => Err(not_yours(
-            state,
-            headers,
-            t,
-            format!("unknown scope {kind}"),
-        )),
+        _ => Err(ScopeError::NotFound(format!("unknown scope {kind}"))),
     }
 }
 
+/// Resolves `/classroom/{kind}/{id}` for this teacher, or the refusal page.
+pub(crate) async fn scope(
+    state: &AppState,
+    headers: &HeaderMap,
+    t: &Teacher,
+    kind: &str,
+    id: &str,
+) -> Result<Scope, Response> {
+    resolve_scope(state, &t.who(), kind, id)
+        .await
+        .map_err(|e| match e {
+            ScopeError::NotYours(d) | ScopeError::NotFound(d) => not_yours(state, headers, t, d),
+            ScopeError::Directory(e) => internal(state, headers, e),
+        })
+}
+
 /// The SSO providers of a tenant, by display name ("Google or Clever").
-async fn provider_names(state: &AppState, tenant: &TenantId) -> String {
+pub(crate) async fn provider_names(state: &AppState, tenant: &TenantId) -> String {
     let names: Vec<String> = state
         .directory
         .list_providers(Some(tenant))
@@ -813,7 +890,10 @@ async fn provider_names(state: &AppState, tenant: &TenantId) -> String {
 }
 
 /// A learner's current code in the clear, if they have one.
-async fn current_code(state: &AppState, account: &AccountId) -> Result<Option<String>, Response> {
+pub(crate) async fn current_code(
+    state: &AppState,
+    account: &AccountId,
+) -> Result<Option<String>, Response> {
     let Some(key) = state.settings.classroom.key.as_ref() else {
         return Ok(None);
     };
@@ -828,7 +908,7 @@ async fn current_code(state: &AppState, account: &AccountId) -> Result<Option<St
 }
 
 /// Makes the class code when the class has none yet.
-async fn class_code(state: &AppState, tenant: &TenantId, class: &str) -> Option<String> {
+pub(crate) async fn class_code(state: &AppState, tenant: &TenantId, class: &str) -> Option<String> {
     if let Ok(Some(c)) = state.directory.class_code(tenant, class).await {
         return Some(c);
     }
@@ -955,6 +1035,7 @@ fn done_notice(done: Option<&str>) -> &'static str {
         Some("shared") => "Every learner in the class now has the same new sign-in code.",
         Some("each") => "Every learner now has a new sign-in code of their own.",
         Some("learner") => "The learner has a new sign-in code.",
+        Some("badges") => "QR badges revoked: printed badges no longer sign anyone in.",
         _ => "",
     }
 }
@@ -1146,85 +1227,23 @@ async fn reset(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(key) = state
-        .settings
-        .classroom
-        .key
-        .clone()
-        .filter(|_| state.settings.classroom.enabled_for(&s.tenant))
-    else {
-        return refuse(
-            &state,
-            &RefId::generate(),
-            &Refusal::new(
-                LoginError::ClassroomCodesDisabled,
-                format!("sign-in codes are not enabled for tenant {}", s.tenant),
-            ),
-            &PageCtx::from_headers(&headers).retry(s.base(), "Back"),
-            t.ev(),
-        );
-    };
     let mode = field("mode");
-    let targets: Vec<&ClassMember> = match mode {
-        "learner" => match s.learner(field("learner")) {
-            Some(m) => vec![m],
-            None => {
-                return not_yours(
-                    &state,
-                    &headers,
-                    &t,
-                    format!("learner {:?} is not in {kind} {id}", field("learner")),
-                );
-            }
-        },
-        "shared" if s.kind == "class" => s.learners.iter().collect(),
-        "each" => s.learners.iter().collect(),
-        _ => {
-            return internal(&state, &headers, format!("unknown reset mode {mode:?}"));
-        }
-    };
-    let len = state.settings.classroom.code_len;
-    let shared = match new_code(len) {
-        Ok(c) => c,
-        Err(e) => return internal(&state, &headers, e),
-    };
-    let mut sealed = Vec::with_capacity(targets.len());
-    for m in &targets {
-        let Some(account) = m.account.clone() else {
-            continue;
+    if let Err(e) = reset_codes(&state, &s, mode, field("learner"), &t.actor(), t.ev()).await {
+        return match e {
+            ResetError::Disabled => refuse(
+                &state,
+                &RefId::generate(),
+                &Refusal::new(
+                    LoginError::ClassroomCodesDisabled,
+                    format!("sign-in codes are not enabled for tenant {}", s.tenant),
+                ),
+                &PageCtx::from_headers(&headers).retry(s.base(), "Back"),
+                t.ev(),
+            ),
+            ResetError::NotInScope(d) => not_yours(&state, &headers, &t, d),
+            ResetError::BadMode(d) | ResetError::Internal(d) => internal(&state, &headers, d),
         };
-        let code = if mode == "shared" {
-            shared.clone()
-        } else {
-            match new_code(len) {
-                Ok(c) => c,
-                Err(e) => return internal(&state, &headers, e),
-            }
-        };
-        match seal(&key, &account, &code) {
-            Ok(s) => sealed.push((account, s)),
-            Err(e) => return internal(&state, &headers, e),
-        }
     }
-    if let Err(e) = state
-        .directory
-        .set_sign_in_codes(&s.tenant, &sealed, &t.actor(), state.now())
-        .await
-    {
-        return internal(&state, &headers, e);
-    }
-    audit::record(
-        &state,
-        None,
-        "classroom.codes_reset",
-        t.ev().detail(serde_json::json!({
-            "by": t.actor(),
-            "scope": s.kind,
-            "id": s.id,
-            "mode": mode,
-            "learners": sealed.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
-        })),
-    );
     let to = if mode == "learner" {
         format!(
             "{}/learner/{}?done=learner",
@@ -1237,8 +1256,106 @@ async fn reset(
     respond::redirect(StatusCode::SEE_OTHER, &to)
 }
 
-/// Rows of a download or sheet: (name, username, code or empty).
-async fn rows(state: &AppState, s: &Scope) -> Result<Vec<(String, String, String)>, Response> {
+/// Why codes could not be reset. Nothing was changed.
+#[derive(Debug)]
+pub(crate) enum ResetError {
+    /// Codes are not enabled for the tenant (or no key is configured).
+    Disabled,
+    /// The learner named is not in the scope.
+    NotInScope(String),
+    /// `mode` is not `learner`, `shared` (class only) or `each`.
+    BadMode(String),
+    Internal(String),
+}
+
+/// New sign-in codes in scope `s`: `mode` = `learner` (the learner `learner`), `shared`
+/// (class only: one code for all) or `each`. All or nothing; revokes the learners' QR
+/// badges; audited (`classroom.codes_reset`, and `classroom.badges_revoked` when badges
+/// were live). Returns the accounts that got a new code.
+pub(crate) async fn reset_codes(
+    state: &AppState,
+    s: &Scope,
+    mode: &str,
+    learner: &str,
+    by: &str,
+    ev: Ev,
+) -> Result<Vec<AccountId>, ResetError> {
+    let Some(key) = state
+        .settings
+        .classroom
+        .key
+        .clone()
+        .filter(|_| state.settings.classroom.enabled_for(&s.tenant))
+    else {
+        return Err(ResetError::Disabled);
+    };
+    let targets: Vec<&ClassMember> = match mode {
+        "learner" => match s.learner(learner) {
+            Some(m) => vec![m],
+            None => {
+                return Err(ResetError::NotInScope(format!(
+                    "learner {learner:?} is not in {} {}",
+                    s.kind, s.id
+                )));
+            }
+        },
+        "shared" if s.kind == "class" => s.learners.iter().collect(),
+        "each" => s.learners.iter().collect(),
+        _ => return Err(ResetError::BadMode(format!("unknown reset mode {mode:?}"))),
+    };
+    let internal = |e: &dyn std::fmt::Display| ResetError::Internal(e.to_string());
+    let len = state.settings.classroom.code_len;
+    let shared = new_code(len).map_err(|e| internal(&e))?;
+    let mut sealed = Vec::with_capacity(targets.len());
+    for m in &targets {
+        let Some(account) = m.account.clone() else {
+            continue;
+        };
+        let code = if mode == "shared" {
+            shared.clone()
+        } else {
+            new_code(len).map_err(|e| internal(&e))?
+        };
+        sealed.push((
+            account.clone(),
+            seal(&key, &account, &code).map_err(|e| internal(&e))?,
+        ));
+    }
+    let badges_revoked = state
+        .directory
+        .set_sign_in_codes(&s.tenant, &sealed, by, state.now())
+        .await
+        .map_err(|e| internal(&e))?;
+    let accounts: Vec<AccountId> = sealed.into_iter().map(|(a, _)| a).collect();
+    let learners: Vec<&str> = accounts.iter().map(AccountId::as_str).collect();
+    audit::record(
+        state,
+        None,
+        "classroom.codes_reset",
+        ev.clone().detail(serde_json::json!({
+            "by": by, "scope": s.kind, "id": s.id, "mode": mode, "learners": learners,
+        })),
+    );
+    if badges_revoked > 0 {
+        audit::record(
+            state,
+            None,
+            "classroom.badges_revoked",
+            ev.detail(serde_json::json!({
+                "by": by, "scope": s.kind, "id": s.id, "reason": "code_reset",
+                "learners": learners, "revoked": badges_revoked,
+            })),
+        );
+    }
+    Ok(accounts)
+}
+
+/// Rows of a download or sheet: (name, username, code or empty), one per learner of
+/// `s.learners`, in order.
+pub(crate) async fn rows(
+    state: &AppState,
+    s: &Scope,
+) -> Result<Vec<(String, String, String)>, Response> {
     let enabled = state.settings.classroom.enabled_for(&s.tenant);
     let mut out = Vec::with_capacity(s.learners.len());
     for m in &s.learners {
@@ -1269,21 +1386,6 @@ async fn download(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let mut csv = String::from("username,name,sign_in_code,parent_access_code\r\n");
-    // `rows` follows `s.learners` one to one.
-    for ((name, username, code), m) in rows.iter().zip(&s.learners) {
-        let parent = match &m.account {
-            Some(a) => crate::family::parent_code_for_csv(&state, a, &t.actor()).await,
-            None => String::new(),
-        };
-        csv.push_str(&format!(
-            "{},{},{},{}\r\n",
-            csv_cell(username),
-            csv_cell(name),
-            csv_cell(code),
-            csv_cell(&parent)
-        ));
-    }
     audit::record(
         &state,
         None,
@@ -1292,6 +1394,41 @@ async fn download(
             "by": t.actor(), "scope": s.kind, "id": s.id, "learners": rows.len()
         })),
     );
+    let parents = parent_codes(&state, &s, &t.actor()).await;
+    csv_response(&s, codes_csv(&rows, &parents))
+}
+
+/// The parent access code of each learner of `s.learners`, in order (empty where the
+/// learner has no account or no code can be made); issued by `by` where none is current.
+pub(crate) async fn parent_codes(state: &AppState, s: &Scope, by: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(s.learners.len());
+    for m in &s.learners {
+        out.push(match &m.account {
+            Some(a) => crate::family::parent_code_for_csv(state, a, by).await,
+            None => String::new(),
+        });
+    }
+    out
+}
+
+/// The CSV of a download: username, name, sign-in code, parent access code; every cell
+/// neutralised ([`csv_cell`]).
+pub(crate) fn codes_csv(rows: &[(String, String, String)], parents: &[String]) -> String {
+    let mut csv = String::from("username,name,sign_in_code,parent_access_code\r\n");
+    for ((name, username, code), parent) in rows.iter().zip(parents) {
+        csv.push_str(&format!(
+            "{},{},{},{}\r\n",
+            csv_cell(username),
+            csv_cell(name),
+            csv_cell(code),
+            csv_cell(parent)
+        ));
+    }
+    csv
+}
+
+/// `csv` as a no-store attachment named after the scope.
+pub(crate) fn csv_response(s: &Scope, csv: String) -> Response {
     let safe: String =
         s.id.chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -1317,6 +1454,14 @@ struct Card {
     name: String,
     username: String,
     code: String,
+    /// The learner's QR badge (inline SVG made by [`crate::badges::qr_svg`]), or empty.
+    badge: String,
+}
+
+/// An app a badge may continue to.
+pub(crate) struct AppChoice {
+    pub(crate) id: String,
+    pub(crate) name: String,
 }
 
 #[derive(Template)]
@@ -1328,6 +1473,11 @@ struct PrintPage<'a> {
     providers: &'a str,
     sign_in_url: &'a str,
     cards: Vec<Card>,
+    /// The cards carry QR badges.
+    badges: bool,
+    base: &'a str,
+    csrf: &'a str,
+    apps: Vec<AppChoice>,
 }
 
 /// GET `/classroom/{kind}/{id}/print`: one card per learner.
@@ -1344,47 +1494,88 @@ async fn print_sheet(
         Ok(s) => s,
         Err(r) => return r,
     };
+    sheet(&state, &headers, &t, &s, None).await
+}
+
+/// The printable sheet of scope `s`; with `badges` (learner account -> QR SVG), each card
+/// carries its learner's badge. Audited (`classroom.sheet_printed`).
+pub(crate) async fn sheet(
+    state: &AppState,
+    headers: &HeaderMap,
+    t: &Teacher,
+    s: &Scope,
+    badges: Option<&HashMap<AccountId, String>>,
+) -> Response {
     let enabled = state.settings.classroom.enabled_for(&s.tenant);
     let providers = if enabled {
         String::new()
     } else {
-        provider_names(&state, &s.tenant).await
+        provider_names(state, &s.tenant).await
     };
     let class_code = match (&s.class, enabled) {
-        (Some(c), true) => class_code(&state, &s.tenant, &c.sourced_id)
+        (Some(c), true) => class_code(state, &s.tenant, &c.sourced_id)
             .await
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let rows = match rows(&state, &s).await {
+    let rows = match rows(state, s).await {
         Ok(r) => r,
         Err(r) => return r,
     };
+    let apps = match state.directory.list_apps(Some(&s.tenant)).await {
+        Ok(list) => list
+            .into_iter()
+            .filter(|a| a.enabled)
+            .map(|a| AppChoice {
+                id: a.client_id.to_string(),
+                name: a.name,
+            })
+            .collect(),
+        Err(e) => return internal(state, headers, e),
+    };
     audit::record(
-        &state,
+        state,
         None,
         "classroom.sheet_printed",
         t.ev().detail(serde_json::json!({
-            "by": t.actor(), "scope": s.kind, "id": s.id, "learners": rows.len()
+            "by": t.actor(), "scope": s.kind, "id": s.id, "learners": rows.len(),
+            "badges": badges.is_some(),
         })),
     );
-    html(
-        StatusCode::OK,
-        &PrintPage {
-            title: &s.title,
-            class_code: &class_code,
-            enabled,
-            providers: &providers,
-            sign_in_url: &state.settings.url("/login/classroom"),
-            cards: rows
-                .into_iter()
-                .map(|(name, username, code)| Card {
-                    name,
-                    username,
-                    code,
-                })
-                .collect(),
-        },
+    // `rows` has one row per learner of `s.learners`, in order.
+    let cards = s
+        .learners
+        .iter()
+        .zip(rows)
+        .map(|(m, (name, username, code))| Card {
+            name,
+            username,
+            code,
+            badge: match (badges, &m.account) {
+                (Some(b), Some(a)) => b.get(a).cloned().unwrap_or_default(),
+                _ => String::new(),
+            },
+        })
+        .collect();
+    with_csrf(
+        state,
+        html(
+            StatusCode::OK,
+            &PrintPage {
+                title: &s.title,
+                class_code: &class_code,
+                enabled,
+                providers: &providers,
+                sign_in_url: &state.settings.url("/login/classroom"),
+                cards,
+                badges: badges.is_some(),
+                base: &s.base(),
+                csrf: &t.csrf,
+                apps,
+            },
+        ),
+        &t.csrf,
+        t.fresh_csrf,
     )
 }
 

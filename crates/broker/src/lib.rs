@@ -7,7 +7,9 @@
 //! Build the router with [`app`]; tests drive it with `tower::ServiceExt::oneshot`.
 
 pub mod admin;
+pub mod admin_classroom;
 pub mod audit;
+pub mod badges;
 pub mod cache;
 pub mod classroom;
 pub mod connection;

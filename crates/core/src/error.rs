@@ -188,6 +188,12 @@ pub enum LoginError {
     ClassroomNotYourClass,
     #[error("sign-in codes not enabled")]
     ClassroomCodesDisabled,
+    #[error("QR badge unknown")]
+    ClassroomBadgeInvalid,
+    #[error("QR badge revoked")]
+    ClassroomBadgeRevoked,
+    #[error("QR badge used outside the school network")]
+    ClassroomBadgeNetwork,
 
     // ---- families (guardians) ----
     #[error("sign in to use the family pages")]
@@ -325,6 +331,9 @@ impl LoginError {
             FamilyNotMember => "family.not_member",
             FamilyNotPrimary => "family.not_primary",
             FamilyParentCodeInvalid => "family.parent_code_invalid",
+            ClassroomBadgeInvalid => "classroom.badge_invalid",
+            ClassroomBadgeRevoked => "classroom.badge_revoked",
+            ClassroomBadgeNetwork => "classroom.badge_network",
             Csrf => "session.csrf",
             SessionExpired => "session.expired",
             CookieAmbiguous => "session.cookie_ambiguous",
@@ -409,6 +418,9 @@ impl LoginError {
             FamilyNotMember => "That is not your family",
             FamilyNotPrimary => "Only the primary guardian can do that",
             FamilyParentCodeInvalid => "That parent access code didn't work",
+            ClassroomBadgeInvalid => "This badge does not work",
+            ClassroomBadgeRevoked => "This badge was replaced",
+            ClassroomBadgeNetwork => "Use your badge at school",
             Csrf => "This form expired",
             SessionExpired => "You were signed out",
             CookieAmbiguous => "Please sign in again",
@@ -484,6 +496,9 @@ impl LoginError {
             FamilyNotMember => "You are not a guardian of that family, or your access was removed. Nothing was changed.".into(),
             FamilyNotPrimary => "Only the family's primary guardian can invite or remove guardians, link learners or accept policies. Nothing was changed.".into(),
             FamilyParentCodeInvalid => "That parent access code is not right, was already used, or has expired. Check the code on the paper from school, or ask the teacher for a new one.".into(),
+            ClassroomBadgeInvalid => "We don't recognise this badge. Scan it again, or sign in with your class code and sign-in code. Your teacher can help.".into(),
+            ClassroomBadgeRevoked => "This badge does not work any more: your teacher made you a new one or a new sign-in code. Ask your teacher for your new card.".into(),
+            ClassroomBadgeNetwork => "Badges only work on your school's network. At home, sign in with your class code and sign-in code instead.".into(),
             Csrf => "This page was open too long or was sent from somewhere else. Reload the page and try again.".into(),
             SessionExpired => "You were signed out because you were away for a while. Sign in again.".into(),
             CookieAmbiguous => "Your browser sent us mixed-up sign-in cookies. Sign in again.".into(),
@@ -572,6 +587,9 @@ impl LoginError {
             FamilyNotMember => "A guardian asked for a family they have no live membership of (revoked, or a forged family id). Admin API /admin/api/families shows memberships and revocations.".into(),
             FamilyNotPrimary => "A secondary (view-only) guardian tried a primary-only action: invite, revoke, link a learner or accept policies. Secondaries are view-only by design.".into(),
             FamilyParentCodeInvalid => "A parent access code was unknown in this tenant, already used, replaced by a newer code, or expired (server.family.parent_code_ttl_days). Codes are single use; the classroom CSV shows the learner's current code. Attempts are rate limited per guardian and address.".into(),
+            ClassroomBadgeInvalid => "A QR badge link carried a token that was never issued (a mistyped, truncated or made-up link). Nobody was signed in. Print a new class sheet to make fresh badges.".into(),
+            ClassroomBadgeRevoked => "The QR badge was revoked: a teacher or IT revoked it, printed a newer sheet (each print replaces the learner's badge), or gave the learner a new sign-in code. Nobody was signed in. Print the class sheet again.".into(),
+            ClassroomBadgeNetwork => "A QR badge was used from an address outside the tenant's trusted_networks. Nobody was signed in. Add the school's network to trusted_networks, or set classroom_badges_anywhere for the tenant if badges may be used anywhere.".into(),
             Csrf => "A form was posted without a valid CSRF token or from another origin. Nothing changed.".into(),
             SessionExpired => "The SSO session ended (idle or absolute timeout, or sign-out).".into(),
             CookieAmbiguous => "The request carried more than one session cookie (possible cookie tossing); the session was ignored.".into(),
@@ -646,6 +664,8 @@ impl LoginError {
             | FamilyPoliciesPending { .. }
             | FamilyNotMember
             | FamilyNotPrimary => 403,
+            ClassroomBadgeInvalid => 404,
+            ClassroomBadgeRevoked | ClassroomBadgeNetwork => 403,
             Csrf => 403,
             SessionExpired | CookieAmbiguous => 401,
             RedirectLoop { .. } | UpstreamLoop { .. } => 508,

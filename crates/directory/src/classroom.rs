@@ -135,6 +135,22 @@ impl Directory {
         rows.iter().map(class_from_row).collect()
     }
 
+    /// Every rostered class of the tenant, by title.
+    pub async fn classes_of_tenant(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<ClassroomClass>, DirectoryError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, sourced_id, title, school_sourced_id FROM roster_classes
+             WHERE tenant_id = $1 ORDER BY title, sourced_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(class_from_row).collect()
+    }
+
     /// The classes of a school, by title.
     pub async fn classes_of_school(
         &self,
@@ -272,17 +288,20 @@ impl Directory {
         row.as_ref().map(code_from_row).transpose()
     }
 
-    /// Replaces the sealed sign-in codes of these accounts, in one transaction, and
-    /// clears their lockout counters.
+    /// Replaces the sealed sign-in codes of these accounts, in one transaction, clears
+    /// their lockout counters and revokes their live QR badges. Returns how many badges
+    /// were revoked.
     pub async fn set_sign_in_codes(
         &self,
         tenant: &TenantId,
         codes: &[(AccountId, String)],
         by: &str,
         now: i64,
-    ) -> Result<(), DirectoryError> {
+    ) -> Result<u64, DirectoryError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut badges_revoked = 0;
         for (account, sealed) in codes {
+            badges_revoked += crate::badges::revoke_in(&mut *tx, account, by, now).await?;
             sqlx::query(
                 "INSERT INTO classroom_codes (account_id, tenant_id, code_enc, set_at, set_by, failed_attempts)
                  VALUES ($1, $2, $3, $4, $5, 0)
@@ -301,7 +320,7 @@ impl Directory {
             .map_err(|e| DirectoryError::from_sqlx(e, || format!("sign-in code of {account}")))?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(())
+        Ok(badges_revoked)
     }
 
     /// Claims one code attempt atomically (see [`Directory::claim_password_attempt`]).

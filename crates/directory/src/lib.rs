@@ -14,6 +14,7 @@ mod accounts;
 mod apps;
 mod audit;
 pub mod audit_writer;
+pub mod badges;
 pub mod classroom;
 mod codec;
 mod db;

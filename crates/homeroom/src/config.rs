@@ -135,6 +135,10 @@ pub struct TenantConfig {
     pub family_policies: Vec<FamilyPolicyConfig>,
     #[serde(default)]
     pub parent_code_days: Option<i64>,
+    /// QR badges of this tenant's class sheets sign learners in from any address, not only
+    /// from its `trusted_networks` (default false).
+    #[serde(default)]
+    pub classroom_badges_anywhere: bool,
 }
 
 /// One required family policy of a tenant.

@@ -140,6 +140,7 @@ impl Demo {
                 classroom_codes: false,
                 family_policies: vec![],
                 parent_code_days: None,
+                classroom_badges_anywhere: false,
             },
         );
         let mut settings = BTreeMap::new();

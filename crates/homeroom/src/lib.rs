@@ -76,13 +76,23 @@ pub fn apply_limits(cfg: &config::Config, s: &mut Settings) {
     if let Some(b) = l.challenge_bits {
         lim.challenge_bits = b.clamp(1, 28);
     }
-    for t in cfg.tenants.values() {
+    for (id, t) in &cfg.tenants {
+        let tenant = homeroom_core::TenantId::new(id.clone());
+        let badges = &mut s.classroom.badges;
         for n in &t.trusted_networks {
-            if let Ok(net) = n.parse::<ipnet::IpNet>() {
-                lim.trusted_networks.push(net);
-            } else if let Ok(ip) = n.parse::<std::net::IpAddr>() {
-                lim.trusted_networks.push(ipnet::IpNet::from(ip));
-            }
+            let net = match n.parse::<ipnet::IpNet>() {
+                Ok(net) => net,
+                Err(_) => match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip),
+                    Err(_) => continue,
+                },
+            };
+            lim.trusted_networks.push(net);
+            // QR badges work from the tenant's own school networks only.
+            badges.trusted.entry(tenant.clone()).or_default().push(net);
+        }
+        if t.classroom_badges_anywhere {
+            badges.anywhere.insert(tenant);
         }
     }
     s.trust_forwarded_for = cfg.server.trust_forwarded_for;

@@ -62,6 +62,7 @@ fn config(directory: &str, sessions: &str, idp_issuer: &str, data: &std::path::P
             classroom_codes: false,
             family_policies: vec![],
             parent_code_days: None,
+            classroom_badges_anywhere: false,
         },
     );
     let mut settings = BTreeMap::new();
