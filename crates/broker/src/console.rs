@@ -100,32 +100,94 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The signed-in it_admin, or the page to show instead (sign in, or 403).
+/// A same-origin console path (`/console`, `/console/...`, `/console?...`) fit to return
+/// to after sign-in; anything else (another origin, `//host`, backslashes, `..` segments,
+/// control characters) is refused, so the return target is never an open redirect.
+pub fn safe_console_path(p: &str) -> Option<String> {
+    let rest = p.strip_prefix("/console")?;
+    let boundary_ok = rest.is_empty() || rest.starts_with('/') || rest.starts_with('?');
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let clean = p.len() <= 1000
+        && !p.contains("//")
+        && !p.contains('\\')
+        && !p.contains('#')
+        && !p.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !path.split('/').any(|seg| {
+            let seg = seg.to_ascii_lowercase();
+            seg == ".."
+                || seg == "."
+                || seg.contains("%2e")
+                || seg.contains("%2f")
+                || seg.contains("%5c")
+        });
+    (boundary_ok && clean).then(|| p.to_owned())
+}
+
+/// The console page an admin asked for before signing in (the `hr_console_return` cookie,
+/// checked again here), for the sign-in pipeline to return to.
+pub fn return_target(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let crate::cookies::CookieValue::One(raw) =
+        crate::cookies::read(headers, crate::cookies::CONSOLE_RETURN, secure)
+    else {
+        return None;
+    };
+    let decoded = url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    safe_console_path(&decoded)
+}
+
+/// Without a session: straight to Homeroom's own sign-in (the tenant's login page when it
+/// is known from `?tenant=` or is the only one), remembering the page asked for.
+async fn sign_in_redirect(state: &AppState, uri: Option<&http::Uri>) -> Response {
+    let wanted = uri
+        .and_then(|u| u.path_and_query())
+        .map(|pq| pq.as_str().to_owned())
+        .and_then(|p| safe_console_path(&p))
+        .unwrap_or_else(|| "/console".to_owned());
+    let hint = uri.and_then(|u| u.query()).and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "tenant")
+            .map(|(_, v)| v.into_owned())
+    });
+    let tenant = match hint.filter(|t| !t.is_empty() && t.len() <= 100) {
+        Some(t) => Some(t),
+        None => match state.directory.list_tenants().await {
+            Ok(list) if list.len() == 1 => list.first().map(|t| t.id.to_string()),
+            _ => None,
+        },
+    };
+    let href = match tenant {
+        Some(t) => format!("/login?tenant={}", enc(&t)),
+        None => "/login".to_owned(),
+    };
+    let mut r = crate::respond::redirect(StatusCode::SEE_OTHER, &href);
+    let cookie = crate::cookies::set(
+        crate::cookies::CONSOLE_RETURN,
+        &enc(&wanted),
+        state.settings.secure_cookies,
+        Some(600),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The signed-in it_admin, or the page to show instead (sign in, or 403). `uri` is the
+/// page asked for (GET), to come back to after signing in.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     section: &'static str,
-    tenant_hint: Option<&str>,
+    uri: Option<&http::Uri>,
 ) -> Result<Ctx, Response> {
     let session = match crate::pipeline::current_session(state, headers).await {
         Ok(s) => s,
         Err(r) => return Err(failed(ConsoleError::Session(r.detail))),
     };
     let Some((_, session)) = session else {
-        let href = match tenant_hint.filter(|t| !t.is_empty() && t.len() <= 100) {
-            Some(t) => format!("/login?tenant={}", enc(t)),
-            None => "/login".to_owned(),
-        };
-        return Err(html(
-            StatusCode::UNAUTHORIZED,
-            &MessagePage {
-                title: "Sign in to the console",
-                message: "The Homeroom console is for your school's IT staff. Sign in with your IT administrator account.",
-                button_href: &href,
-                button_label: "Sign in",
-                hint: "Once you are signed in, open /console again.",
-            },
-        ));
+        return Err(sign_in_redirect(state, uri).await);
     };
     let account = match state.directory.get_account(&session.account).await {
         Ok(a) => a,
@@ -217,11 +279,6 @@ fn form_fields(f: FormResult) -> HashMap<String, String> {
     f.map(|axum::Form(m)| m).unwrap_or_default()
 }
 
-#[derive(serde::Deserialize, Default)]
-struct TenantHint {
-    tenant: Option<String>,
-}
-
 // ---------------------------------------------------------------- dashboard
 
 struct Bar {
@@ -260,13 +317,8 @@ struct DashboardPage<'a> {
 
 const WINDOW_LIMIT: i64 = 1000;
 
-async fn dashboard(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: QueryResult<TenantHint>,
-) -> Response {
-    let hint = q.ok().and_then(|Query(q)| q.tenant);
-    let ctx = match authenticate(&state, &headers, "dashboard", hint.as_deref()).await {
+async fn dashboard(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
+    let ctx = match authenticate(&state, &headers, "dashboard", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -402,9 +454,10 @@ fn roles_text(a: &Account) -> String {
 async fn users(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<UsersQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "users", None).await {
+    let ctx = match authenticate(&state, &headers, "users", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -716,10 +769,11 @@ struct DoneQuery {
 async fn user(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     Path(id): Path<String>,
     q: QueryResult<DoneQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "users", None).await {
+    let ctx = match authenticate(&state, &headers, "users", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -864,9 +918,10 @@ struct QQuery {
 async fn troubleshooter(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<QQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "troubleshoot", None).await {
+    let ctx = match authenticate(&state, &headers, "troubleshoot", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -939,9 +994,10 @@ fn nonempty(s: &Option<String>) -> Option<String> {
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<EventsQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "events", None).await {
+    let ctx = match authenticate(&state, &headers, "events", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -993,9 +1049,10 @@ struct TracePage<'a> {
 async fn trace(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     Path(reference): Path<String>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "events", None).await {
+    let ctx = match authenticate(&state, &headers, "events", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1081,9 +1138,10 @@ async fn providers_page(
 async fn providers(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<DoneQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "providers", None).await {
+    let ctx = match authenticate(&state, &headers, "providers", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1156,8 +1214,8 @@ struct AppsPage<'a> {
     apps: Vec<admin::AppOut>,
 }
 
-async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ctx = match authenticate(&state, &headers, "apps", None).await {
+async fn apps(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
+    let ctx = match authenticate(&state, &headers, "apps", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1200,8 +1258,8 @@ struct RostersPage<'a> {
     imports: Vec<ImportRow>,
 }
 
-async fn rosters(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ctx = match authenticate(&state, &headers, "rosters", None).await {
+async fn rosters(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
+    let ctx = match authenticate(&state, &headers, "rosters", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };

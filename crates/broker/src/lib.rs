@@ -7,6 +7,7 @@
 //! Build the router with [`app`]; tests drive it with `tower::ServiceExt::oneshot`.
 
 pub mod admin;
+pub mod admin_ops;
 pub mod audit;
 pub mod cache;
 pub mod classroom;
