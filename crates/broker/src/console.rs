@@ -30,6 +30,8 @@ use homeroom_directory::{Account, AccountStatus, AuditFilter, DirectoryError};
 use http::{HeaderMap, StatusCode};
 use std::collections::{BTreeMap, HashMap};
 
+mod config;
+
 /// Why a console page could not be shown.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -1148,6 +1150,8 @@ async fn providers(
     let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
         Some("enabled") => "The provider is enabled.",
         Some("disabled") => "The provider is disabled: its button is gone from the sign-in page.",
+        Some("created") => "The provider was added and is enabled: test its connection below.",
+        Some("saved") => "The provider's settings were saved and are in use now.",
         _ => "",
     };
     providers_page(&state, &ctx, notice, "", Vec::new()).await
@@ -1211,20 +1215,28 @@ async fn provider_action(
 #[template(path = "console_apps.html")]
 struct AppsPage<'a> {
     me: &'a Me,
+    notice: &'a str,
+    secret: &'a str,
+    secret_app: &'a str,
     apps: Vec<admin::AppOut>,
 }
 
-async fn apps(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
-    let ctx = match authenticate(&state, &headers, "apps", Some(&uri)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn apps_page(
+    state: &AppState,
+    ctx: &Ctx,
+    notice: &str,
+    secret: &str,
+    secret_app: &str,
+) -> Response {
     let list = match state.directory.list_apps(Some(&ctx.admin.tenant)).await {
         Ok(l) => l,
         Err(e) => return failed(e),
     };
     let page = AppsPage {
         me: &ctx.me,
+        notice,
+        secret,
+        secret_app,
         apps: list
             .into_iter()
             .map(|a| admin::AppOut {
@@ -1236,7 +1248,24 @@ async fn apps(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri)
             })
             .collect(),
     };
-    render(&state, &ctx, StatusCode::OK, &page)
+    render(state, ctx, StatusCode::OK, &page)
+}
+
+async fn apps(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: http::Uri,
+    q: QueryResult<DoneQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "apps", Some(&uri)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
+        Some("saved") => "The app was saved; the change is in effect now.",
+        _ => "",
+    };
+    apps_page(&state, &ctx, notice, "", "").await
 }
 
 struct ImportRow {
@@ -1300,4 +1329,5 @@ pub fn routes() -> Router<AppState> {
         .route("/console/providers/{id}/{action}", post(provider_action))
         .route("/console/apps", get(apps))
         .route("/console/rosters", get(rosters))
+        .merge(config::routes())
 }
