@@ -1311,7 +1311,7 @@ pub async fn import_roster(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Homeroom admin API", description = "Configure a tenant's providers and apps, search accounts, read audit events and traces, run the troubleshooter, lift rate limits, import rosters."),
-    paths(tenant, providers, create_provider, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
+    paths(tenant, providers, create_provider, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster, crate::admin_accounts::create, crate::admin_accounts::roles),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

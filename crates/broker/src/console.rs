@@ -30,6 +30,7 @@ use homeroom_directory::{Account, AccountStatus, AuditFilter, DirectoryError};
 use http::{HeaderMap, StatusCode};
 use std::collections::{BTreeMap, HashMap};
 
+mod accounts;
 mod config;
 
 /// Why a console page could not be shown.
@@ -478,6 +479,11 @@ async fn users(
         ("All", ""),
         ("Teachers", "teacher"),
         ("Students", "student"),
+        ("Staff", "staff"),
+        ("School admins", "school_admin"),
+        ("District admins", "district_admin"),
+        ("Guardians", "guardian"),
+        ("IT admins", "it_admin"),
     ]
     .into_iter()
     .map(|(label, r)| Tab {
@@ -785,6 +791,7 @@ async fn user(
     };
     let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
         Some("status") => "The account's status was changed.",
+        Some("role") => "The role was added to the account.",
         Some("unlocked") => "The account was unlocked.",
         Some("not_locked") => "The account was not locked.",
         _ => "",
@@ -837,6 +844,19 @@ async fn user_action(
                 return failed(e);
             }
             see_other(&format!("{back}?done=status"))
+        }
+        "roles" => {
+            let Some(role) = form.get("role").and_then(|r| r.parse::<Role>().ok()) else {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown role",
+                    "Pick a role from the list. Nothing was changed.",
+                );
+            };
+            match crate::admin_accounts::add_role(&state, &ctx.admin, &a, role).await {
+                Ok(_) => see_other(&format!("{back}?done=role")),
+                Err(e) => failed(e),
+            }
         }
         "unlock" => match crate::local::unlock(&state, &a.id, &ctx.admin.actor).await {
             Ok(true) => see_other(&format!("{back}?done=unlocked")),
@@ -1330,4 +1350,5 @@ pub fn routes() -> Router<AppState> {
         .route("/console/apps", get(apps))
         .route("/console/rosters", get(rosters))
         .merge(config::routes())
+        .merge(accounts::routes())
 }

@@ -7,6 +7,7 @@
 //! Build the router with [`app`]; tests drive it with `tower::ServiceExt::oneshot`.
 
 pub mod admin;
+pub mod admin_accounts;
 pub mod admin_ops;
 pub mod audit;
 pub mod cache;
@@ -218,6 +219,7 @@ pub fn app(state: AppState) -> Router {
         .route("/challenge", axum::routing::post(limits::verify))
         .merge(oauth::routes())
         .merge(admin::routes())
+        .merge(admin_accounts::routes())
         .merge(console::routes())
         .merge(pipeline::routes())
         .merge(saml::routes())

@@ -66,6 +66,35 @@ where
     Ok(())
 }
 
+async fn insert_account<'e, E>(exec: E, account: &Account) -> Result<(), DirectoryError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
+                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(account.id.as_str())
+        .bind(account.tenant.as_str())
+        .bind(account.status.as_str())
+        .bind(account.email.as_deref())
+        .bind(account.email.as_deref().map(normalise_email))
+        .bind(flag(account.email_verified))
+        .bind(account.name.as_deref())
+        .bind(account.given_name.as_deref())
+        .bind(account.family_name.as_deref())
+        .bind(account.username.as_deref())
+        .bind(to_json(&account.roles)?)
+        .bind(account.created_at)
+        .bind(account.last_sign_in_at)
+        .bind(account.sign_in_count)
+        .execute(exec)
+        .await
+        .map_err(|e| DirectoryError::from_sqlx(e, || format!("account {} (tenant {})", account.id, account.tenant)))?;
+    Ok(())
+}
+
 impl Directory {
     /// Creates an account and, optionally, its first provider link, in one transaction.
     /// An existing account id or an already-linked `(provider, subject)` is a
@@ -85,28 +114,7 @@ impl Directory {
             )));
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
-                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(account.id.as_str())
-        .bind(account.tenant.as_str())
-        .bind(account.status.as_str())
-        .bind(account.email.as_deref())
-        .bind(account.email.as_deref().map(normalise_email))
-        .bind(flag(account.email_verified))
-        .bind(account.name.as_deref())
-        .bind(account.given_name.as_deref())
-        .bind(account.family_name.as_deref())
-        .bind(account.username.as_deref())
-        .bind(to_json(&account.roles)?)
-        .bind(account.created_at)
-        .bind(account.last_sign_in_at)
-        .bind(account.sign_in_count)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| DirectoryError::from_sqlx(e, || format!("account {} (tenant {})", account.id, account.tenant)))?;
+        insert_account(&mut *tx, account).await?;
         if let Some(link) = link {
             insert_link(&mut *tx, link).await?;
         }
@@ -259,6 +267,56 @@ impl Directory {
         let done = sqlx::query("UPDATE accounts SET status = $2 WHERE id = $1")
             .bind(account.as_str())
             .bind(status.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound {
+                what: format!("account {account}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates an account (no provider link) and makes it the account of the tenant's
+    /// roster person `sourced_id`, in one transaction. [`DirectoryError::Conflict`] when
+    /// that roster person already has an account or does not exist; nothing is written then.
+    pub async fn create_account_for_roster_user(
+        &self,
+        account: &Account,
+        sourced_id: &str,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        insert_account(&mut *tx, account).await?;
+        let done = sqlx::query(
+            "UPDATE roster_users SET account_id = $3
+             WHERE tenant_id = $1 AND sourced_id = $2 AND account_id IS NULL",
+        )
+        .bind(account.tenant.as_str())
+        .bind(sourced_id)
+        .bind(account.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() != 1 {
+            return Err(DirectoryError::Conflict {
+                what: format!(
+                    "roster person {sourced_id} has an account already or does not exist"
+                ),
+            });
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Replaces an account's roles. [`DirectoryError::NotFound`] for an unknown id.
+    pub async fn set_account_roles(
+        &self,
+        account: &AccountId,
+        roles: &[homeroom_core::Role],
+    ) -> Result<(), DirectoryError> {
+        let done = sqlx::query("UPDATE accounts SET roles = $2 WHERE id = $1")
+            .bind(account.as_str())
+            .bind(to_json(&roles)?)
             .execute(&self.pool)
             .await
             .map_err(db)?;
