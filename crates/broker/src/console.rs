@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 
 mod accounts;
 mod config;
+mod rosters;
 
 /// Why a console page could not be shown.
 #[derive(Debug, thiserror::Error)]
@@ -1288,54 +1289,6 @@ async fn apps(
     apps_page(&state, &ctx, notice, "", "").await
 }
 
-struct ImportRow {
-    finished: String,
-    status: String,
-    ok: bool,
-    mode: String,
-    added: i64,
-    updated: i64,
-    deactivated: i64,
-    conflicts: i64,
-    errors: i64,
-}
-
-#[derive(Template)]
-#[template(path = "console_rosters.html")]
-struct RostersPage<'a> {
-    me: &'a Me,
-    imports: Vec<ImportRow>,
-}
-
-async fn rosters(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
-    let ctx = match authenticate(&state, &headers, "rosters", Some(&uri)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let list = match state.directory.roster_imports(&ctx.admin.tenant, 50).await {
-        Ok(l) => l,
-        Err(e) => return failed(e),
-    };
-    let page = RostersPage {
-        me: &ctx.me,
-        imports: list
-            .into_iter()
-            .map(|i| ImportRow {
-                finished: rfc3339(i.finished_at),
-                ok: i.succeeded(),
-                status: i.status,
-                mode: i.mode,
-                added: i.added,
-                updated: i.updated,
-                deactivated: i.deactivated,
-                conflicts: i.conflicts,
-                errors: i.errors,
-            })
-            .collect(),
-    };
-    render(&state, &ctx, StatusCode::OK, &page)
-}
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console", get(dashboard))
@@ -1348,7 +1301,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/providers", get(providers))
         .route("/console/providers/{id}/{action}", post(provider_action))
         .route("/console/apps", get(apps))
-        .route("/console/rosters", get(rosters))
         .merge(config::routes())
         .merge(accounts::routes())
+        .merge(rosters::routes())
 }
