@@ -234,19 +234,20 @@ pub async fn email_in_use(
         .into_iter()
         .map(|a| (a, false))
         .collect();
-    // Look-alikes: search by the first run of the local part, compare by the key.
-    let local = email.split('@').next().unwrap_or("").to_lowercase();
-    let stem: String = local
-        .split(['.', '+', '_', '-'])
-        .find(|s| s.chars().count() >= 3)
-        .map(str::to_owned)
-        .unwrap_or_else(|| local.chars().filter(|c| *c != '.').take(3).collect());
-    if stem.chars().count() >= 3 {
-        for a in dir.search_accounts(tenant, &stem, None, 200).await? {
-            let alike = a.email.as_deref().is_some_and(|e| email_key(e) == key);
-            if alike && !accounts.iter().any(|(x, _)| x.id == a.id) {
-                accounts.push((a, true));
-            }
+    // Look-alikes: accounts whose dot-less address starts with this one's dot-less local
+    // part (before any +tag), compared by the troubleshooter's key.
+    let stem: String = email
+        .split('@')
+        .next()
+        .unwrap_or("")
+        .split('+')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    for a in dir.accounts_by_email_stem(tenant, &stem, 200).await? {
+        let alike = a.email.as_deref().is_some_and(|e| email_key(e) == key);
+        if alike && !accounts.iter().any(|(x, _)| x.id == a.id) {
+            accounts.push((a, true));
         }
     }
     for (a, look_alike) in accounts {

@@ -211,6 +211,41 @@ impl Directory {
         Ok(out)
     }
 
+    /// Accounts of a tenant whose email, with its dots removed, starts with `stem` (the
+    /// dot-less local part of an address): candidates for "the same address up to dots,
+    /// `+tag` or domain alias", which the caller compares exactly. At most `limit`.
+    pub async fn accounts_by_email_stem(
+        &self,
+        tenant: &TenantId,
+        stem: &str,
+        limit: i64,
+    ) -> Result<Vec<Account>, DirectoryError> {
+        let stem = normalise_email(stem).replace('.', "");
+        if stem.is_empty() || stem.contains('@') {
+            return Ok(Vec::new());
+        }
+        let escaped: String = stem
+            .chars()
+            .flat_map(|c| {
+                if matches!(c, '%' | '_' | '\\') {
+                    vec!['\\', c]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT * FROM accounts WHERE tenant_id = $1 AND REPLACE(COALESCE(email_norm, ''), '.', '') LIKE $2 ESCAPE '\\' ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(format!("{escaped}%"))
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
     /// Links an upstream subject to an existing account. [`DirectoryError::Conflict`] when
     /// that `(provider, subject)` is linked already (to any account);
     /// [`DirectoryError::NotFound`] when the account does not exist.
