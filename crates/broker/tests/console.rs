@@ -510,6 +510,16 @@ async fn console_in_headless_chromium() {
         .join("console-screenshots");
     let script = root.join("tests/console-e2e/e2e.mjs");
     let base = h.base.clone();
+    let issuer = h.idp.issuer().to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let zip_path = tmp.path().join("roster.zip");
+    std::fs::write(
+        &zip_path,
+        roster_zip(&format!(
+            "{USERS_HEADER}u1,,,true,s1,student,nia,,Nia,North,,1001,nia.north@demo.homeroom.test,,,,07,\n"
+        )),
+    )
+    .unwrap();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(script)
@@ -518,6 +528,9 @@ async fn console_in_headless_chromium() {
             .env("REFERENCE", reference)
             .env("CODE", code)
             .env("OUT", &out)
+            .env("ADMIN", ADMIN)
+            .env("ISSUER", issuer)
+            .env("ROSTER_ZIP", &zip_path)
             .output()
             .unwrap()
     })
@@ -545,6 +558,32 @@ async fn console_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(changes.len(), 2, "archive then activate");
+    // The provider added through the form, the role added as the fix, the roster import.
+    let p = h
+        .state
+        .directory
+        .get_provider(&homeroom_core::ProviderId::new("e2e-idp"))
+        .await
+        .unwrap()
+        .expect("the provider added in the browser");
+    assert_eq!(p.tenant, TenantId::new("t1"));
+    let zed = h
+        .state
+        .directory
+        .get_account(&AccountId::new("acc_zed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(zed.roles.contains(&Role::Teacher));
+    assert_eq!(
+        h.state
+            .directory
+            .roster_imports(&TenantId::new("t1"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
