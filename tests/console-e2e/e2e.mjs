@@ -91,6 +91,7 @@ try {
     await page.goto(`${BASE}/console`);
     await expectText(page, 'Sign-ins, last 24 hours');
     if ((await page.locator('meter').count()) < 2) fail('dashboard: no meter bars');
+    if ((await page.locator('svg.chart rect').count()) < 1) fail('dashboard: no hourly chart');
     await page.locator(`a[href="/console/events?code=${encodeURIComponent(CODE)}"]`).first().waitFor();
     await shot(page, `${label}-dashboard`);
 

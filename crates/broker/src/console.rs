@@ -297,6 +297,67 @@ struct ProviderRow {
     refused: usize,
 }
 
+/// One hour of the last 24, as a stacked SVG bar (heights in chart units).
+struct HourBar {
+    x: usize,
+    label: String,
+    ok: usize,
+    refused: usize,
+    ok_y: usize,
+    ok_h: usize,
+    bad_y: usize,
+    bad_h: usize,
+}
+
+/// Height of the hourly chart's plot area, in SVG units.
+const CHART_H: usize = 100;
+
+/// The last 24 hours in hourly buckets (oldest first), scaled to [`CHART_H`].
+fn hourly(now: i64, ok: &[i64], bad: &[i64]) -> (Vec<HourBar>, usize) {
+    let mut counts = [(0usize, 0usize); 24];
+    let bucket = |at_ms: i64| {
+        let age = now.saturating_sub(at_ms / 1000);
+        (0..24 * 3600)
+            .contains(&age)
+            .then(|| 23 - usize::try_from(age / 3600).unwrap_or(23).min(23))
+    };
+    for at in ok {
+        if let Some(i) = bucket(*at) {
+            counts[i].0 += 1;
+        }
+    }
+    for at in bad {
+        if let Some(i) = bucket(*at) {
+            counts[i].1 += 1;
+        }
+    }
+    let max = counts.iter().map(|(o, b)| o + b).max().unwrap_or(0).max(1);
+    let bars = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &(o, b))| {
+            let ok_h = o * CHART_H / max;
+            let bad_h = b * CHART_H / max;
+            let hours_ago = 23 - i;
+            HourBar {
+                x: i * 30,
+                label: if hours_ago == 0 {
+                    "this hour".into()
+                } else {
+                    format!("{hours_ago} h ago")
+                },
+                ok: o,
+                refused: b,
+                ok_y: CHART_H - ok_h,
+                ok_h,
+                bad_y: CHART_H - ok_h - bad_h,
+                bad_h,
+            }
+        })
+        .collect();
+    (bars, max)
+}
+
 struct CodeRow {
     code: String,
     value: usize,
@@ -317,6 +378,8 @@ struct DashboardPage<'a> {
     max_provider: usize,
     by_code: Vec<CodeRow>,
     max_code: usize,
+    hours: Vec<HourBar>,
+    hour_max: usize,
 }
 
 const WINDOW_LIMIT: i64 = 1000;
@@ -382,8 +445,15 @@ async fn dashboard(State(state): State<AppState>, headers: HeaderMap, uri: http:
         .into_iter()
         .map(|(label, (ok, refused))| ProviderRow { label, ok, refused })
         .collect();
+    let (hours, hour_max) = hourly(
+        state.now(),
+        &ok.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        &bad.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+    );
     let page = DashboardPage {
         me: &ctx.me,
+        hours,
+        hour_max,
         total: ok.len() + bad.len(),
         succeeded: ok.len(),
         refused: bad.len(),
@@ -1304,4 +1374,29 @@ pub fn routes() -> Router<AppState> {
         .merge(config::routes())
         .merge(accounts::routes())
         .merge(rosters::routes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_buckets_stack_and_scale() {
+        let now = 100_000;
+        // One success this hour, two refusals 3 hours ago, one too old to count.
+        let ok = [now * 1000 - 5_000];
+        let bad = [
+            (now - 3 * 3600 - 10) * 1000,
+            (now - 3 * 3600 - 20) * 1000,
+            (now - 25 * 3600) * 1000,
+        ];
+        let (bars, max) = hourly(now, &ok, &bad);
+        assert_eq!(bars.len(), 24);
+        assert_eq!(max, 2);
+        assert_eq!((bars[23].ok, bars[23].refused), (1, 0));
+        assert_eq!(bars[23].ok_h, CHART_H / 2);
+        assert_eq!((bars[20].ok, bars[20].refused), (0, 2));
+        assert_eq!((bars[20].bad_y, bars[20].bad_h), (0, CHART_H));
+        assert_eq!(bars.iter().map(|b| b.refused).sum::<usize>(), 2);
+    }
 }

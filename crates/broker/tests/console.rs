@@ -269,6 +269,10 @@ async fn search_tabs_and_troubleshooter_answer() {
         body.contains(&format!("/console/events?code={code}")),
         "{body}"
     );
+    // The hourly chart (server-rendered SVG) shows the refusal and the success.
+    assert!(body.contains("<svg class=\"chart\""), "{body}");
+    assert!(body.contains("class=\"svg-bad\""), "{body}");
+    assert!(body.contains("class=\"svg-ok\""), "{body}");
 }
 
 #[tokio::test]
