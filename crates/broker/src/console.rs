@@ -2,17 +2,21 @@
 //! inline script or style) over the same logic as the admin API in [`crate::admin`].
 //!
 //! - Authentication: the browser's Homeroom SSO session of an active account holding the
-//!   `it_admin` role. Without a session the page offers to sign in (`/login?tenant=...`);
-//!   other accounts get 403. Everything is scoped to the admin's tenant: another tenant's
-//!   objects are "not found".
+//!   `it_admin` role. Without a session a page redirects to Homeroom's own sign-in and
+//!   remembers the page (the `hr_console_return` cookie, only same-origin `/console`
+//!   paths: [`safe_console_path`]); the sign-in pipeline returns there
+//!   ([`return_target`]). Other accounts get 403. Everything is scoped to the admin's
+//!   tenant: another tenant's objects are "not found".
 //! - Every POST form carries the CSRF double-submit token (the `hr_csrf` cookie, also used
 //!   by the password pages) and is refused when the token is missing or wrong, or when its
 //!   `Origin` is not ours. Every change is audited by the admin module's helpers, naming the
 //!   admin (`account:<id>`).
-//! - Pages: dashboard (sign-ins of the last 24 hours as `<meter>` bars, top failure
-//!   reasons), users (search, role tabs, profile with the troubleshooter's checklist, local
-//!   password facts, email log and actions), troubleshooter, events and traces, providers
-//!   (enable/disable, test connection), apps, roster imports.
+//! - Pages: dashboard (sign-ins of the last 24 hours per hour as an SVG chart, by outcome,
+//!   provider and code as `<meter>` bars, top failure reasons), users (search, role tabs,
+//!   profile with the troubleshooter's checklist, local password facts, email log and
+//!   actions), add account (`console::accounts`), troubleshooter, events and traces, providers
+//!   and apps (list, add, edit, enable/disable, test connection: `console::config`), roster
+//!   imports and uploads (`console::rosters`).
 
 use crate::AppState;
 use crate::admin::{self, Admin, ConnectionCheck};
