@@ -259,6 +259,10 @@ async fn upload(
             );
         }
     };
+    // The signed-in admin first: nobody else's upload is parsed.
+    if let Err(r) = authenticate(&state, &headers, "rosters", None).await {
+        return r;
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
