@@ -1097,8 +1097,13 @@ async fn rosters_are_uploaded_with_problems_and_conflicts_listed() {
     let good = format!(
         "{USERS_HEADER}u1,,,true,s1,student,nia,,Nia,North,,1001,nia.north@demo.homeroom.test,,,,07,\nu2,,,true,s1,teacher,tom,,Tom,Teach,,2001,ada.lovelace@demo.homeroom.test,,,,,\n"
     );
-    // No token: refused, nothing imported.
+    // No token: refused, nothing imported. No session: sent to sign in, nothing imported.
     let (status, _) = upload(&admin, &h, None, roster_zip(&good)).await;
+    assert_eq!(status, 403);
+    let (status, _) = upload(&browser(), &h, Some(&csrf), roster_zip(&good)).await;
+    assert_eq!(status, 303);
+    let student = signed_in(&h, STUDENT).await;
+    let (status, _) = upload(&student, &h, Some(&csrf), roster_zip(&good)).await;
     assert_eq!(status, 403);
     let t1 = TenantId::new("t1");
     assert!(
