@@ -6,19 +6,24 @@
 //   REFERENCE  the reference id of a refused sign-in
 //   CODE       its error code
 //   OUT        where to save screenshots
+//   ADMIN      the it_admin's email (signs in through the sandbox upstream, silently)
+//   ISSUER     the sandbox upstream's issuer (for adding a provider through the form)
+//   ROSTER_ZIP a OneRoster zip to upload from the rosters page
 // Keyboard only where a person would type; fails on any CSP violation or page error.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const { BASE, SESSION, REFERENCE, CODE, OUT } = process.env;
-if (!BASE || !SESSION || !REFERENCE || !CODE || !OUT) {
-  console.error('BASE, SESSION, REFERENCE, CODE and OUT are required');
+const { BASE, SESSION, REFERENCE, CODE, OUT, ADMIN, ISSUER, ROSTER_ZIP } = process.env;
+if (!BASE || !SESSION || !REFERENCE || !CODE || !OUT || !ADMIN || !ISSUER || !ROSTER_ZIP) {
+  console.error('BASE, SESSION, REFERENCE, CODE, OUT, ADMIN, ISSUER and ROSTER_ZIP are required');
   process.exit(2);
 }
 mkdirSync(OUT, { recursive: true });
 
 const problems = [];
+// Set while a step expects a refusal (a form sent with a mistake on purpose).
+let expectRefusal = false;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
@@ -44,7 +49,7 @@ function watch(page, label) {
   page.on('pageerror', (e) => problems.push(`${label} page error: ${e.message}`));
   page.on('response', (r) => {
     const u = new URL(r.url());
-    if (r.status() >= 400 && u.pathname !== '/favicon.ico') {
+    if (r.status() >= 400 && u.pathname !== '/favicon.ico' && !expectRefusal) {
       problems.push(`${label}: HTTP ${r.status()} for ${u.pathname}`);
     }
   });
@@ -55,6 +60,23 @@ async function shot(page, name) {
 }
 
 try {
+  // Sign in as IT starting from a console page: Homeroom's own sign-in (school email,
+  // the sandbox upstream), then straight back to the page asked for.
+  {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    watch(page, 'sign-in');
+    await page.goto(`${BASE}/console/users?q=quill&tenant=t1`);
+    await page.waitForURL(/\/login\?tenant=t1/);
+    await shot(page, 'desktop-sign-in');
+    await page.locator('#email').fill(ADMIN);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(/\/console\/users\?q=quill&tenant=t1$/);
+    await expectText(page, 'Zed Quillfeather');
+    await shot(page, 'desktop-signed-in-returned');
+    await context.close();
+  }
+
   for (const [label, viewport] of [
     ['desktop', { width: 1280, height: 900 }],
     ['phone', { width: 390, height: 844 }],
@@ -69,6 +91,7 @@ try {
     await page.goto(`${BASE}/console`);
     await expectText(page, 'Sign-ins, last 24 hours');
     if ((await page.locator('meter').count()) < 2) fail('dashboard: no meter bars');
+    if ((await page.locator('svg.chart rect').count()) < 1) fail('dashboard: no hourly chart');
     await page.locator(`a[href="/console/events?code=${encodeURIComponent(CODE)}"]`).first().waitFor();
     await shot(page, `${label}-dashboard`);
 
@@ -99,9 +122,9 @@ try {
     await expectText(page, `Attempt ${REFERENCE}`);
     await shot(page, `${label}-trace`);
 
-    for (const p of ['providers', 'apps', 'rosters']) {
+    for (const p of ['providers', 'apps', 'rosters', 'accounts/new', 'providers/new', 'apps/new']) {
       await page.goto(`${BASE}/console/${p}`);
-      await shot(page, `${label}-${p}`);
+      await shot(page, `${label}-${p.replace('/', '-')}`);
     }
     await context.close();
   }
@@ -124,6 +147,57 @@ try {
   await page.getByRole('button', { name: 'Activate' }).click();
   await page.waitForURL(/done=status/);
   await shot(page, 'desktop-user-after-actions');
+
+  // Add a provider through the form: first without its secret (refused next to the
+  // field, with the key path), then complete.
+  await page.goto(`${BASE}/console/providers/new`);
+  await page.locator('#id').fill('e2e-idp');
+  await page.locator('#kind').selectOption('oidc');
+  await page.locator('#display_name').fill('E2E District sign-in');
+  await page.locator('#issuer').fill(ISSUER);
+  await page.locator('#client_id').fill('homeroom');
+  expectRefusal = true;
+  await page.getByRole('button', { name: 'Add provider' }).click();
+  await page.waitForLoadState();
+  expectRefusal = false;
+  await expectText(page, 'config.client_secret:');
+  await shot(page, 'desktop-provider-form-refused');
+  await page.locator('#client_secret').fill('upstream-secret');
+  await page.getByRole('button', { name: 'Add provider' }).click();
+  await page.waitForURL(/done=created/);
+  await expectText(page, 'E2E District sign-in');
+  await page.locator('tr', { hasText: 'E2E District sign-in' }).getByRole('button', { name: 'Test connection' }).click();
+  await expectText(page, 'Test connection: E2E District sign-in');
+  await shot(page, 'desktop-provider-added-tested');
+
+  // Add an account whose email is in use (another role, different case): the page says
+  // where and offers the fix, which works.
+  await page.goto(`${BASE}/console/accounts/new`);
+  await page.locator('#role').selectOption('teacher');
+  await page.locator('#name').fill('Zed Quillfeather');
+  await page.locator('#email').fill('Zed.Student@demo.homeroom.test');
+  expectRefusal = true;
+  await page.getByRole('button', { name: 'Add account' }).click();
+  await page.waitForLoadState();
+  expectRefusal = false;
+  await expectText(page, 'This email is already in use');
+  await expectText(page, 'without the role teacher');
+  await shot(page, 'desktop-account-email-in-use');
+  await page.getByRole('button', { name: 'Add the role teacher to this account' }).click();
+  await page.waitForURL(/done=role/);
+  await expectText(page, 'student, teacher');
+  await shot(page, 'desktop-account-role-added');
+
+  // Upload a roster from the browser (multipart form with the CSRF token).
+  await page.goto(`${BASE}/console/rosters`);
+  await page.locator('#file').setInputFiles(ROSTER_ZIP);
+  await page.getByRole('button', { name: 'Import' }).click();
+  await page.waitForLoadState();
+  await expectText(page, 'Import of roster.zip: ok');
+  await shot(page, 'desktop-roster-uploaded');
+  await page.locator('table a').first().click();
+  await expectText(page, 'Roster import');
+  await shot(page, 'desktop-roster-import');
   await context.close();
 } catch (e) {
   problems.push(String(e && e.stack ? e.stack : e));

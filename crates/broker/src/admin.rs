@@ -257,9 +257,14 @@ pub struct ProviderPatch {
     pub enabled: Option<bool>,
     #[schema(min_length = 1, max_length = 100)]
     pub display_name: Option<String>,
+    /// Settings to change: each key replaces the stored one, `null` removes it, a secret
+    /// sent back as `"[redacted]"` keeps the stored secret. The result is validated like
+    /// a new provider's (`config.<key>` names the problem); nothing is written on a problem.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
 }
 
-/// Enables, disables or renames a provider.
+/// Enables, disables, renames a provider or changes its settings.
 #[utoipa::path(patch, path = "/admin/api/providers/{id}", params(("id" = String, Path, description = "Provider id")), request_body = ProviderPatch, responses((status = 200, body = ProviderOut), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn patch_provider(
     State(state): State<AppState>,
@@ -273,15 +278,25 @@ pub async fn patch_provider(
         Err(e) => return bad("body", &e.body_text()),
     };
     if let Some(n) = &patch.display_name
-        && (n.trim().is_empty() || n.len() > 100)
+        && let Err(e) = crate::admin_ops::check_display_name("display_name", n)
     {
-        return bad("display_name", "must be 1 to 100 characters");
+        return bad(&e.field, &e.reason);
     }
     let mut rec = match state.directory.get_provider(&ProviderId::new(id)).await {
         Ok(Some(p)) if p.tenant == admin.tenant => p,
         Ok(_) => return not_found("provider"),
         Err(e) => return internal(e),
     };
+    if let Some(c) = &patch.config {
+        let merged = match crate::admin_ops::merge_settings(&rec.config, c) {
+            Ok(m) => m,
+            Err(e) => return bad(&e.field, &e.reason),
+        };
+        if let Err(e) = crate::admin_ops::check_provider_settings(&rec.kind, &merged) {
+            return bad(&e.field, &e.reason);
+        }
+        rec.config = merged;
+    }
     if let Some(e) = patch.enabled {
         rec.enabled = e;
     }
@@ -386,28 +401,8 @@ pub async fn create_provider(
         Ok(b) => b,
         Err(e) => return bad("body", &e.body_text()),
     };
-    let id_ok = (2..=64).contains(&c.id.len())
-        && c.id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !id_ok {
-        return bad("id", "2 to 64 characters: letters, digits, - _");
-    }
-    if c.display_name.trim().is_empty() || c.display_name.len() > 100 {
-        return bad("display_name", "must be 1 to 100 characters");
-    }
-    if let Some(p) = homeroom_providers::validate(&c.kind, &c.config)
-        .into_iter()
-        .next()
-    {
-        let field = if p.path == "kind" {
-            "kind".to_owned()
-        } else if p.path.is_empty() {
-            "config".to_owned()
-        } else {
-            format!("config.{}", p.path)
-        };
-        return bad(&field, &p.reason);
+    if let Err(e) = crate::admin_ops::check_provider_create(&c) {
+        return bad(&e.field, &e.reason);
     }
     let pid = ProviderId::new(c.id.clone());
     match state.directory.get_provider(&pid).await {
@@ -496,7 +491,7 @@ pub struct AppCreated {
     pub client_secret: Option<String>,
 }
 
-const APP_SCOPES: [&str; 6] = [
+pub const APP_SCOPES: [&str; 6] = [
     "openid",
     "profile",
     "email",
@@ -504,13 +499,6 @@ const APP_SCOPES: [&str; 6] = [
     "roles",
     ADMIN_SCOPE,
 ];
-
-/// The first unacceptable URI of a list, as (field, reason).
-fn check_uris(field: &str, uris: &[String], native: bool) -> Option<(String, String)> {
-    uris.iter().enumerate().find_map(|(i, u)| {
-        crate::oauth::check_redirect_uri(u, native).map(|reason| (format!("{field}[{i}]"), reason))
-    })
-}
 
 /// Registers an app. Bad input names the field (e.g. `redirect_uris[0]`) and creates nothing.
 #[utoipa::path(post, path = "/admin/api/apps", request_body = AppCreate, responses((status = 201, body = AppCreated), (status = 400, body = ApiError), (status = 409, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
@@ -524,56 +512,10 @@ pub async fn create_app(
         Ok(b) => b,
         Err(e) => return bad("body", &e.body_text()),
     };
-    let id_ok = (3..=64).contains(&c.client_id.len())
-        && c.client_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !id_ok {
-        return bad("client_id", "3 to 64 characters: letters, digits, - _ .");
-    }
-    if c.name.trim().is_empty() || c.name.len() > 100 {
-        return bad("name", "must be 1 to 100 characters");
-    }
-    if c.redirect_uris.is_empty() {
-        return bad("redirect_uris", "at least one redirect URI is required");
-    }
-    if let Some((f, why)) = check_uris("redirect_uris", &c.redirect_uris, c.native) {
-        return bad(&f, &why);
-    }
-    if let Some((f, why)) = check_uris(
-        "post_logout_redirect_uris",
-        &c.post_logout_redirect_uris,
-        c.native,
-    ) {
-        return bad(&f, &why);
-    }
-    for (field, v) in [
-        ("start_url", &c.start_url),
-        ("initiate_login_uri", &c.initiate_login_uri),
-    ] {
-        if let Some(u) = v
-            && let Some(reason) = crate::oauth::check_redirect_uri(u, false)
-        {
-            return bad(field, &reason);
-        }
-    }
-    let scopes = c.scopes.clone().unwrap_or_else(|| {
-        ["openid", "profile", "email", "offline_access"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    });
-    if let Some((i, s)) = scopes
-        .iter()
-        .enumerate()
-        .find(|(_, s)| !APP_SCOPES.contains(&s.as_str()))
-    {
-        return bad(&format!("scopes[{i}]"), &format!("unknown scope {s:?}"));
-    }
-    let alg = c.id_token_alg.clone().unwrap_or_else(|| "RS256".into());
-    if !matches!(alg.as_str(), "RS256" | "ES256") {
-        return bad("id_token_alg", "must be RS256 or ES256");
-    }
+    let (scopes, alg) = match crate::admin_ops::check_app_create(&c) {
+        Ok(v) => v,
+        Err(e) => return bad(&e.field, &e.reason),
+    };
     let id = homeroom_core::ClientId::new(c.client_id.clone());
     match state.directory.get_app(&id).await {
         Ok(None) => {}
@@ -676,23 +618,8 @@ pub async fn patch_app(
         Err(e) => return internal(e),
     };
     let native = app.redirect_uris.iter().any(|u| !u.starts_with("http"));
-    if let Some(n) = &p.name
-        && (n.trim().is_empty() || n.len() > 100)
-    {
-        return bad("name", "must be 1 to 100 characters");
-    }
-    if let Some(u) = &p.redirect_uris {
-        if u.is_empty() {
-            return bad("redirect_uris", "at least one redirect URI is required");
-        }
-        if let Some((f, why)) = check_uris("redirect_uris", u, native) {
-            return bad(&f, &why);
-        }
-    }
-    if let Some(u) = &p.post_logout_redirect_uris
-        && let Some((f, why)) = check_uris("post_logout_redirect_uris", u, native)
-    {
-        return bad(&f, &why);
+    if let Err(e) = crate::admin_ops::check_app_patch(&p, native) {
+        return bad(&e.field, &e.reason);
     }
     if let Some(n) = p.name {
         app.name = n.trim().to_owned();
@@ -1357,7 +1284,7 @@ pub async fn import_roster(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Homeroom admin API", description = "Configure a tenant's providers and apps, search accounts, read audit events and traces, run the troubleshooter, lift rate limits, import rosters."),
-    paths(tenant, providers, create_provider, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster),
+    paths(tenant, providers, create_provider, patch_provider, test_provider, apps, create_app, patch_app, accounts, account, account_status, invitation, reset_link, unlock, local_status, events, trace, troubleshoot_handler, limits, lift_limit, import_roster, crate::admin_accounts::create, crate::admin_accounts::roles),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

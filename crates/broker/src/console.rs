@@ -2,17 +2,21 @@
 //! inline script or style) over the same logic as the admin API in [`crate::admin`].
 //!
 //! - Authentication: the browser's Homeroom SSO session of an active account holding the
-//!   `it_admin` role. Without a session the page offers to sign in (`/login?tenant=...`);
-//!   other accounts get 403. Everything is scoped to the admin's tenant: another tenant's
-//!   objects are "not found".
+//!   `it_admin` role. Without a session a page redirects to Homeroom's own sign-in and
+//!   remembers the page (the `hr_console_return` cookie, only same-origin `/console`
+//!   paths: [`safe_console_path`]); the sign-in pipeline returns there
+//!   ([`return_target`]). Other accounts get 403. Everything is scoped to the admin's
+//!   tenant: another tenant's objects are "not found".
 //! - Every POST form carries the CSRF double-submit token (the `hr_csrf` cookie, also used
 //!   by the password pages) and is refused when the token is missing or wrong, or when its
 //!   `Origin` is not ours. Every change is audited by the admin module's helpers, naming the
 //!   admin (`account:<id>`).
-//! - Pages: dashboard (sign-ins of the last 24 hours as `<meter>` bars, top failure
-//!   reasons), users (search, role tabs, profile with the troubleshooter's checklist, local
-//!   password facts, email log and actions), troubleshooter, events and traces, providers
-//!   (enable/disable, test connection), apps, roster imports.
+//! - Pages: dashboard (sign-ins of the last 24 hours per hour as an SVG chart, by outcome,
+//!   provider and code as `<meter>` bars, top failure reasons), users (search, role tabs,
+//!   profile with the troubleshooter's checklist, local password facts, email log and
+//!   actions), add account (`console::accounts`), troubleshooter, events and traces, providers
+//!   and apps (list, add, edit, enable/disable, test connection: `console::config`), roster
+//!   imports and uploads (`console::rosters`).
 
 use crate::AppState;
 use crate::admin::{self, Admin};
@@ -29,6 +33,10 @@ use homeroom_core::{AccountId, ClientId, LoginError, ProviderId, RefId, Role};
 use homeroom_directory::{Account, AccountStatus, AuditFilter, DirectoryError};
 use http::{HeaderMap, StatusCode};
 use std::collections::{BTreeMap, HashMap};
+
+mod accounts;
+mod config;
+mod rosters;
 
 /// Why a console page could not be shown.
 #[derive(Debug, thiserror::Error)]
@@ -100,32 +108,94 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The signed-in it_admin, or the page to show instead (sign in, or 403).
+/// A same-origin console path (`/console`, `/console/...`, `/console?...`) fit to return
+/// to after sign-in; anything else (another origin, `//host`, backslashes, `..` segments,
+/// control characters) is refused, so the return target is never an open redirect.
+pub fn safe_console_path(p: &str) -> Option<String> {
+    let rest = p.strip_prefix("/console")?;
+    let boundary_ok = rest.is_empty() || rest.starts_with('/') || rest.starts_with('?');
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let clean = p.len() <= 1000
+        && !p.contains("//")
+        && !p.contains('\\')
+        && !p.contains('#')
+        && !p.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !path.split('/').any(|seg| {
+            let seg = seg.to_ascii_lowercase();
+            seg == ".."
+                || seg == "."
+                || seg.contains("%2e")
+                || seg.contains("%2f")
+                || seg.contains("%5c")
+        });
+    (boundary_ok && clean).then(|| p.to_owned())
+}
+
+/// The console page an admin asked for before signing in (the `hr_console_return` cookie,
+/// checked again here), for the sign-in pipeline to return to.
+pub fn return_target(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let crate::cookies::CookieValue::One(raw) =
+        crate::cookies::read(headers, crate::cookies::CONSOLE_RETURN, secure)
+    else {
+        return None;
+    };
+    let decoded = url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    safe_console_path(&decoded)
+}
+
+/// Without a session: straight to Homeroom's own sign-in (the tenant's login page when it
+/// is known from `?tenant=` or is the only one), remembering the page asked for.
+async fn sign_in_redirect(state: &AppState, uri: Option<&http::Uri>) -> Response {
+    let wanted = uri
+        .and_then(|u| u.path_and_query())
+        .map(|pq| pq.as_str().to_owned())
+        .and_then(|p| safe_console_path(&p))
+        .unwrap_or_else(|| "/console".to_owned());
+    let hint = uri.and_then(|u| u.query()).and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "tenant")
+            .map(|(_, v)| v.into_owned())
+    });
+    let tenant = match hint.filter(|t| !t.is_empty() && t.len() <= 100) {
+        Some(t) => Some(t),
+        None => match state.directory.list_tenants().await {
+            Ok(list) if list.len() == 1 => list.first().map(|t| t.id.to_string()),
+            _ => None,
+        },
+    };
+    let href = match tenant {
+        Some(t) => format!("/login?tenant={}", enc(&t)),
+        None => "/login".to_owned(),
+    };
+    let mut r = crate::respond::redirect(StatusCode::SEE_OTHER, &href);
+    let cookie = crate::cookies::set(
+        crate::cookies::CONSOLE_RETURN,
+        &enc(&wanted),
+        state.settings.secure_cookies,
+        Some(600),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The signed-in it_admin, or the page to show instead (sign in, or 403). `uri` is the
+/// page asked for (GET), to come back to after signing in.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     section: &'static str,
-    tenant_hint: Option<&str>,
+    uri: Option<&http::Uri>,
 ) -> Result<Ctx, Response> {
     let session = match crate::pipeline::current_session(state, headers).await {
         Ok(s) => s,
         Err(r) => return Err(failed(ConsoleError::Session(r.detail))),
     };
     let Some((_, session)) = session else {
-        let href = match tenant_hint.filter(|t| !t.is_empty() && t.len() <= 100) {
-            Some(t) => format!("/login?tenant={}", enc(t)),
-            None => "/login".to_owned(),
-        };
-        return Err(html(
-            StatusCode::UNAUTHORIZED,
-            &MessagePage {
-                title: "Sign in to the console",
-                message: "The Homeroom console is for your school's IT staff. Sign in with your IT administrator account.",
-                button_href: &href,
-                button_label: "Sign in",
-                hint: "Once you are signed in, open /console again.",
-            },
-        ));
+        return Err(sign_in_redirect(state, uri).await);
     };
     let account = match state.directory.get_account(&session.account).await {
         Ok(a) => a,
@@ -217,11 +287,6 @@ fn form_fields(f: FormResult) -> HashMap<String, String> {
     f.map(|axum::Form(m)| m).unwrap_or_default()
 }
 
-#[derive(serde::Deserialize, Default)]
-struct TenantHint {
-    tenant: Option<String>,
-}
-
 // ---------------------------------------------------------------- dashboard
 
 struct Bar {
@@ -234,6 +299,67 @@ struct ProviderRow {
     label: String,
     ok: usize,
     refused: usize,
+}
+
+/// One hour of the last 24, as a stacked SVG bar (heights in chart units).
+struct HourBar {
+    x: usize,
+    label: String,
+    ok: usize,
+    refused: usize,
+    ok_y: usize,
+    ok_h: usize,
+    bad_y: usize,
+    bad_h: usize,
+}
+
+/// Height of the hourly chart's plot area, in SVG units.
+const CHART_H: usize = 100;
+
+/// The last 24 hours in hourly buckets (oldest first), scaled to [`CHART_H`].
+fn hourly(now: i64, ok: &[i64], bad: &[i64]) -> (Vec<HourBar>, usize) {
+    let mut counts = [(0usize, 0usize); 24];
+    let bucket = |at_ms: i64| {
+        let age = now.saturating_sub(at_ms / 1000);
+        (0..24 * 3600)
+            .contains(&age)
+            .then(|| 23 - usize::try_from(age / 3600).unwrap_or(23).min(23))
+    };
+    for at in ok {
+        if let Some(i) = bucket(*at) {
+            counts[i].0 += 1;
+        }
+    }
+    for at in bad {
+        if let Some(i) = bucket(*at) {
+            counts[i].1 += 1;
+        }
+    }
+    let max = counts.iter().map(|(o, b)| o + b).max().unwrap_or(0).max(1);
+    let bars = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &(o, b))| {
+            let ok_h = o * CHART_H / max;
+            let bad_h = b * CHART_H / max;
+            let hours_ago = 23 - i;
+            HourBar {
+                x: i * 30,
+                label: if hours_ago == 0 {
+                    "this hour".into()
+                } else {
+                    format!("{hours_ago} h ago")
+                },
+                ok: o,
+                refused: b,
+                ok_y: CHART_H - ok_h,
+                ok_h,
+                bad_y: CHART_H - ok_h - bad_h,
+                bad_h,
+            }
+        })
+        .collect();
+    (bars, max)
 }
 
 struct CodeRow {
@@ -256,17 +382,14 @@ struct DashboardPage<'a> {
     max_provider: usize,
     by_code: Vec<CodeRow>,
     max_code: usize,
+    hours: Vec<HourBar>,
+    hour_max: usize,
 }
 
 const WINDOW_LIMIT: i64 = 1000;
 
-async fn dashboard(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: QueryResult<TenantHint>,
-) -> Response {
-    let hint = q.ok().and_then(|Query(q)| q.tenant);
-    let ctx = match authenticate(&state, &headers, "dashboard", hint.as_deref()).await {
+async fn dashboard(State(state): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
+    let ctx = match authenticate(&state, &headers, "dashboard", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -326,8 +449,15 @@ async fn dashboard(
         .into_iter()
         .map(|(label, (ok, refused))| ProviderRow { label, ok, refused })
         .collect();
+    let (hours, hour_max) = hourly(
+        state.now(),
+        &ok.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        &bad.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+    );
     let page = DashboardPage {
         me: &ctx.me,
+        hours,
+        hour_max,
         total: ok.len() + bad.len(),
         succeeded: ok.len(),
         refused: bad.len(),
@@ -402,9 +532,10 @@ fn roles_text(a: &Account) -> String {
 async fn users(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<UsersQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "users", None).await {
+    let ctx = match authenticate(&state, &headers, "users", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -423,6 +554,11 @@ async fn users(
         ("All", ""),
         ("Teachers", "teacher"),
         ("Students", "student"),
+        ("Staff", "staff"),
+        ("School admins", "school_admin"),
+        ("District admins", "district_admin"),
+        ("Guardians", "guardian"),
+        ("IT admins", "it_admin"),
     ]
     .into_iter()
     .map(|(label, r)| Tab {
@@ -716,10 +852,11 @@ struct DoneQuery {
 async fn user(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     Path(id): Path<String>,
     q: QueryResult<DoneQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "users", None).await {
+    let ctx = match authenticate(&state, &headers, "users", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -729,6 +866,7 @@ async fn user(
     };
     let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
         Some("status") => "The account's status was changed.",
+        Some("role") => "The role was added to the account.",
         Some("unlocked") => "The account was unlocked.",
         Some("not_locked") => "The account was not locked.",
         _ => "",
@@ -781,6 +919,19 @@ async fn user_action(
                 return failed(e);
             }
             see_other(&format!("{back}?done=status"))
+        }
+        "roles" => {
+            let Some(role) = form.get("role").and_then(|r| r.parse::<Role>().ok()) else {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown role",
+                    "Pick a role from the list. Nothing was changed.",
+                );
+            };
+            match crate::admin_accounts::add_role(&state, &ctx.admin, &a, role).await {
+                Ok(_) => see_other(&format!("{back}?done=role")),
+                Err(e) => failed(e),
+            }
         }
         "unlock" => match crate::local::unlock(&state, &a.id, &ctx.admin.actor).await {
             Ok(true) => see_other(&format!("{back}?done=unlocked")),
@@ -864,9 +1015,10 @@ struct QQuery {
 async fn troubleshooter(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<QQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "troubleshoot", None).await {
+    let ctx = match authenticate(&state, &headers, "troubleshoot", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -939,9 +1091,10 @@ fn nonempty(s: &Option<String>) -> Option<String> {
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<EventsQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "events", None).await {
+    let ctx = match authenticate(&state, &headers, "events", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -993,9 +1146,10 @@ struct TracePage<'a> {
 async fn trace(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     Path(reference): Path<String>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "events", None).await {
+    let ctx = match authenticate(&state, &headers, "events", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1081,15 +1235,18 @@ async fn providers_page(
 async fn providers(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     q: QueryResult<DoneQuery>,
 ) -> Response {
-    let ctx = match authenticate(&state, &headers, "providers", None).await {
+    let ctx = match authenticate(&state, &headers, "providers", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
         Some("enabled") => "The provider is enabled.",
         Some("disabled") => "The provider is disabled: its button is gone from the sign-in page.",
+        Some("created") => "The provider was added and is enabled: test its connection below.",
+        Some("saved") => "The provider's settings were saved and are in use now.",
         _ => "",
     };
     providers_page(&state, &ctx, notice, "", Vec::new()).await
@@ -1154,20 +1311,28 @@ async fn provider_action(
 #[template(path = "console_apps.html")]
 struct AppsPage<'a> {
     me: &'a Me,
+    notice: &'a str,
+    secret: &'a str,
+    secret_app: &'a str,
     apps: Vec<admin::AppOut>,
 }
 
-async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ctx = match authenticate(&state, &headers, "apps", None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn apps_page(
+    state: &AppState,
+    ctx: &Ctx,
+    notice: &str,
+    secret: &str,
+    secret_app: &str,
+) -> Response {
     let list = match state.directory.list_apps(Some(&ctx.admin.tenant)).await {
         Ok(l) => l,
         Err(e) => return failed(e),
     };
     let page = AppsPage {
         me: &ctx.me,
+        notice,
+        secret,
+        secret_app,
         apps: list
             .into_iter()
             .map(|a| admin::AppOut {
@@ -1179,55 +1344,24 @@ async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
             })
             .collect(),
     };
-    render(&state, &ctx, StatusCode::OK, &page)
+    render(state, ctx, StatusCode::OK, &page)
 }
 
-struct ImportRow {
-    finished: String,
-    status: String,
-    ok: bool,
-    mode: String,
-    added: i64,
-    updated: i64,
-    deactivated: i64,
-    conflicts: i64,
-    errors: i64,
-}
-
-#[derive(Template)]
-#[template(path = "console_rosters.html")]
-struct RostersPage<'a> {
-    me: &'a Me,
-    imports: Vec<ImportRow>,
-}
-
-async fn rosters(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ctx = match authenticate(&state, &headers, "rosters", None).await {
+async fn apps(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: http::Uri,
+    q: QueryResult<DoneQuery>,
+) -> Response {
+    let ctx = match authenticate(&state, &headers, "apps", Some(&uri)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let list = match state.directory.roster_imports(&ctx.admin.tenant, 50).await {
-        Ok(l) => l,
-        Err(e) => return failed(e),
+    let notice = match q.ok().and_then(|Query(q)| q.done).as_deref() {
+        Some("saved") => "The app was saved; the change is in effect now.",
+        _ => "",
     };
-    let page = RostersPage {
-        me: &ctx.me,
-        imports: list
-            .into_iter()
-            .map(|i| ImportRow {
-                finished: rfc3339(i.finished_at),
-                ok: i.succeeded(),
-                status: i.status,
-                mode: i.mode,
-                added: i.added,
-                updated: i.updated,
-                deactivated: i.deactivated,
-                conflicts: i.conflicts,
-                errors: i.errors,
-            })
-            .collect(),
-    };
-    render(&state, &ctx, StatusCode::OK, &page)
+    apps_page(&state, &ctx, notice, "", "").await
 }
 
 pub fn routes() -> Router<AppState> {
@@ -1242,5 +1376,32 @@ pub fn routes() -> Router<AppState> {
         .route("/console/providers", get(providers))
         .route("/console/providers/{id}/{action}", post(provider_action))
         .route("/console/apps", get(apps))
-        .route("/console/rosters", get(rosters))
+        .merge(config::routes())
+        .merge(accounts::routes())
+        .merge(rosters::routes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_buckets_stack_and_scale() {
+        let now = 100_000;
+        // One success this hour, two refusals 3 hours ago, one too old to count.
+        let ok = [now * 1000 - 5_000];
+        let bad = [
+            (now - 3 * 3600 - 10) * 1000,
+            (now - 3 * 3600 - 20) * 1000,
+            (now - 25 * 3600) * 1000,
+        ];
+        let (bars, max) = hourly(now, &ok, &bad);
+        assert_eq!(bars.len(), 24);
+        assert_eq!(max, 2);
+        assert_eq!((bars[23].ok, bars[23].refused), (1, 0));
+        assert_eq!(bars[23].ok_h, CHART_H / 2);
+        assert_eq!((bars[20].ok, bars[20].refused), (0, 2));
+        assert_eq!((bars[20].bad_y, bars[20].bad_h), (0, CHART_H));
+        assert_eq!(bars.iter().map(|b| b.refused).sum::<usize>(), 2);
+    }
 }

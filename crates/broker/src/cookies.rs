@@ -10,6 +10,9 @@ pub const SESSION: &str = "hr_session";
 pub const FLOW: &str = "hr_flow";
 /// Base name of the CSRF double-submit cookie.
 pub const CSRF: &str = "hr_csrf";
+/// Base name of the cookie that remembers which console page an admin asked for before
+/// signing in (a same-origin `/console` path, checked when set and when read).
+pub const CONSOLE_RETURN: &str = "hr_console_return";
 
 /// The cookie name actually used: `__Host-` prefixed when secure.
 pub fn name(base: &str, secure: bool) -> String {

@@ -7,7 +7,9 @@
 //! Build the router with [`app`]; tests drive it with `tower::ServiceExt::oneshot`.
 
 pub mod admin;
+pub mod admin_accounts;
 pub mod admin_classroom;
+pub mod admin_ops;
 pub mod audit;
 pub mod badges;
 pub mod cache;
@@ -225,6 +227,7 @@ pub fn app(state: AppState) -> Router {
         .route("/challenge", axum::routing::post(limits::verify))
         .merge(oauth::routes())
         .merge(admin::routes())
+        .merge(admin_accounts::routes())
         .merge(console::routes())
         .merge(pipeline::routes())
         .merge(saml::routes())

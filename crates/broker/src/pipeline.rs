@@ -1244,12 +1244,26 @@ pub async fn issue_for(
     let mut resp = match (req, launch) {
         (Some(r), _) => issue_code(state, r, &hash, &session).await,
         (None, Some(l)) => continue_to_app(state, l, account).await,
-        (None, None) => crate::pages::message(
-            StatusCode::OK,
-            "You're signed in",
-            &format!("You are signed in to Homeroom as {label}. You can now open your apps."),
-            None,
-        ),
+        // An admin sent here by the console goes back to the console page they asked for.
+        (None, None) => match crate::console::return_target(headers, state.settings.secure_cookies)
+        {
+            Some(to) => {
+                let mut r = respond::redirect(StatusCode::SEE_OTHER, &to);
+                if let Ok(v) = HeaderValue::from_str(&cookies::clear(
+                    cookies::CONSOLE_RETURN,
+                    state.settings.secure_cookies,
+                )) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+                r
+            }
+            None => crate::pages::message(
+                StatusCode::OK,
+                "You're signed in",
+                &format!("You are signed in to Homeroom as {label}. You can now open your apps."),
+                None,
+            ),
+        },
     };
     let secure = state.settings.secure_cookies;
     let status = match f.status_token(&hash, &session).await {

@@ -61,7 +61,7 @@ pub struct FailureLine {
 
 /// Email reduced for look-alike comparison: lower case, dots and `+tags` of the local part
 /// removed, domain aliases kept apart only by their first label.
-fn email_key(e: &str) -> String {
+pub fn email_key(e: &str) -> String {
     let e = e.trim().to_lowercase();
     let Some((local, domain)) = e.split_once('@') else {
         return e;

@@ -508,12 +508,17 @@ async fn openapi_document_lists_every_endpoint() {
         "/admin/api/limits",
         "/admin/api/limits/lift",
         "/admin/api/rosters",
+        "/admin/api/accounts/{id}/roles",
     ] {
         assert!(
             doc["paths"].get(p).is_some(),
             "{p} missing from the OpenAPI document"
         );
     }
+    // Both operations of /admin/api/accounts are documented (search and create).
+    assert!(doc["paths"]["/admin/api/accounts"]["get"].is_object());
+    assert!(doc["paths"]["/admin/api/accounts"]["post"].is_object());
+    assert!(doc["paths"]["/admin/api/providers/{id}"]["patch"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
@@ -808,4 +813,374 @@ async fn providers_are_registered_only_with_valid_settings() {
             .is_some()
     );
     assert_eq!(create(body).await.unwrap().status(), 409);
+}
+
+#[tokio::test]
+async fn provider_settings_are_edited_validated_and_secrets_kept() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let patch = |id: &str, body: serde_json::Value| {
+        api(
+            &h,
+            &token,
+            reqwest::Method::PATCH,
+            &format!("/providers/{id}"),
+        )
+        .json(&body)
+        .send()
+    };
+    let pid = homeroom_core::ProviderId::new("idp");
+    let before = h.state.directory.get_provider(&pid).await.unwrap().unwrap();
+    // Bad settings: the key path and the reason; nothing written.
+    for (body, field) in [
+        (
+            serde_json::json!({"config": {"issuer": "http://plain.example"}}),
+            "config.issuer",
+        ),
+        (
+            serde_json::json!({"config": {"client_secret": null}}),
+            "config.client_secret",
+        ),
+        (
+            serde_json::json!({"config": {"bogus_key": 1}}),
+            "config.bogus_key",
+        ),
+        (serde_json::json!({"config": [1]}), "config"),
+        (
+            serde_json::json!({"config": {"timeout_secs": 2}, "display_name": ""}),
+            "display_name",
+        ),
+    ] {
+        let r = patch("idp", body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(json(r).await["field"], field, "{body}");
+    }
+    assert_eq!(
+        h.state
+            .directory
+            .get_provider(&pid)
+            .await
+            .unwrap()
+            .unwrap()
+            .config,
+        before.config,
+        "nothing written"
+    );
+    // A good change: merged, the redacted secret sent back keeps the stored one.
+    let r = patch(
+        "idp",
+        serde_json::json!({"config": {"timeout_secs": 5, "client_secret": "[redacted]"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let out = json(r).await;
+    assert_eq!(out["config"]["timeout_secs"], 5);
+    assert_eq!(out["config"]["client_secret"], "[redacted]");
+    let after = h.state.directory.get_provider(&pid).await.unwrap().unwrap();
+    assert_eq!(
+        after.config["client_secret"],
+        before.config["client_secret"]
+    );
+    assert_eq!(after.config["timeout_secs"], 5);
+    assert_eq!(after.config["issuer"], before.config["issuer"]);
+    // Another tenant's provider is not found, and stays as it was.
+    let mut other = after.clone();
+    other.id = homeroom_core::ProviderId::new("t2-idp");
+    other.tenant = TenantId::new("t2");
+    h.state.directory.upsert_provider(&other).await.unwrap();
+    let r = patch("t2-idp", serde_json::json!({"config": {"timeout_secs": 9}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let t2 = h
+        .state
+        .directory
+        .get_provider(&homeroom_core::ProviderId::new("t2-idp"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t2.config["timeout_secs"], 5);
+}
+
+fn person(id: &str, tenant: &str, email: &str, roles: Vec<Role>, status: AccountStatus) -> Account {
+    Account {
+        id: AccountId::new(id),
+        tenant: TenantId::new(tenant),
+        status,
+        email: Some(email.into()),
+        email_verified: true,
+        name: Some(format!("Person {id}")),
+        given_name: None,
+        family_name: None,
+        username: None,
+        roles,
+        created_at: 0,
+        last_sign_in_at: None,
+        sign_in_count: 0,
+    }
+}
+
+/// `POST /admin/api/accounts`: an email in use anywhere (any status or role, a guardian
+/// account, a pending invitation, a roster record, a look-alike address) is a 409 listing
+/// where, each with its fix; nothing is created. The "link" and "add role" fixes work.
+#[tokio::test]
+async fn accounts_created_by_hand_say_where_an_email_lives() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let d = &h.state.directory;
+    for a in [
+        person(
+            "acc_arch",
+            "t1",
+            "arch.ive@demo.homeroom.test",
+            vec![Role::Teacher],
+            AccountStatus::Archived,
+        ),
+        person(
+            "acc_guard",
+            "t1",
+            "pat.parent@demo.homeroom.test",
+            vec![Role::Guardian],
+            AccountStatus::Active,
+        ),
+        person(
+            "acc_stu",
+            "t1",
+            "sam.student@demo.homeroom.test",
+            vec![Role::Student],
+            AccountStatus::Active,
+        ),
+        person(
+            "acc_t2",
+            "t2",
+            "sam.student@demo.homeroom.test",
+            vec![Role::Student],
+            AccountStatus::Active,
+        ),
+    ] {
+        d.create_account(&a, None).await.unwrap();
+    }
+    let t1 = TenantId::new("t1");
+    let create = |body: serde_json::Value| {
+        api(&h, &token, reqwest::Method::POST, "/accounts")
+            .json(&body)
+            .send()
+    };
+    let count = || async { d.count_accounts(Some(&TenantId::new("t1"))).await.unwrap() };
+    let before = count().await;
+    // Bad input: the field and the reason.
+    for (body, field) in [
+        (
+            serde_json::json!({"role": "wizard", "email": "a.b@demo.homeroom.test", "name": "A"}),
+            "role",
+        ),
+        (
+            serde_json::json!({"role": "teacher", "email": "a b@demo", "name": "A"}),
+            "email",
+        ),
+        (
+            serde_json::json!({"role": "teacher", "email": "a.b@demo.homeroom.test", "name": " "}),
+            "name",
+        ),
+        (
+            serde_json::json!({"role": "teacher", "email": "a.b@demo.homeroom.test", "name": "A", "school": "s9"}),
+            "school",
+        ),
+        (
+            serde_json::json!({"role": "teacher", "email": "a.b@demo.homeroom.test", "name": "A", "extra": 1}),
+            "body",
+        ),
+        (
+            serde_json::json!({"role": "teacher", "email": "a.b@demo.homeroom.test", "name": "A", "link_roster": "u404"}),
+            "link_roster",
+        ),
+    ] {
+        let r = create(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(json(r).await["field"], field, "{body}");
+    }
+    // Where the email lives, by case, dots, +tag; the fix for each.
+    for (email, role, kind, fix, account) in [
+        (
+            "Arch.Ive@DEMO.homeroom.test",
+            "teacher",
+            "archived_account",
+            "restore",
+            "acc_arch",
+        ),
+        (
+            "pat.parent@demo.homeroom.test",
+            "teacher",
+            "guardian_account",
+            "add_role",
+            "acc_guard",
+        ),
+        (
+            "sam.student@demo.homeroom.test",
+            "teacher",
+            "other_role",
+            "add_role",
+            "acc_stu",
+        ),
+        (
+            "samstudent+x@demo.homeroom.test",
+            "student",
+            "look_alike",
+            "open",
+            "acc_stu",
+        ),
+        (
+            "sam.student@demo.homeroom.test",
+            "student",
+            "same_account",
+            "open",
+            "acc_stu",
+        ),
+    ] {
+        let r = create(serde_json::json!({"role": role, "email": email, "name": "X"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "{email}");
+        let out = json(r).await;
+        assert_eq!(out["error"], "email_in_use");
+        assert_eq!(out["field"], "email");
+        let found = out["found"].as_array().unwrap();
+        assert_eq!(found.len(), 1, "{email}: {out}");
+        assert_eq!(found[0]["kind"], kind, "{email}: {out}");
+        assert_eq!(found[0]["fix"], fix, "{email}");
+        assert_eq!(found[0]["account"], account, "{email}");
+    }
+    assert_eq!(count().await, before, "nothing created");
+    // A new address: created (verified: a tenant domain), invitation link returned.
+    let r = create(serde_json::json!({"role": "teacher", "email": "New.Teacher@demo.homeroom.test", "name": "New Teacher"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let out = json(r).await;
+    assert_eq!(out["account"]["email"], "new.teacher@demo.homeroom.test");
+    assert_eq!(out["account"]["roles"], serde_json::json!(["teacher"]));
+    assert!(
+        out["invitation"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http")
+    );
+    let new_id = out["account"]["id"].as_str().unwrap().to_owned();
+    // Again: the pending invitation, with "resend".
+    let r = create(serde_json::json!({"role": "teacher", "email": "new.teacher@demo.homeroom.test", "name": "New Teacher"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let out = json(r).await;
+    assert_eq!(out["found"][0]["kind"], "pending_invitation");
+    assert_eq!(out["found"][0]["fix"], "resend_invitation");
+    assert_eq!(out["found"][0]["account"], new_id.as_str());
+    // Roster records: one without an account (link), one removed (fix the roster).
+    for (sid, email, status) in [
+        ("u7", "rory.roster@demo.homeroom.test", "active"),
+        ("u8", "gone.person@demo.homeroom.test", "removed"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO roster_users (tenant_id, sourced_id, account_id, status, enabled, username, email, email_norm, given_name, family_name, roles, org_sourced_ids, grades, user_ids, agent_sourced_ids, extra) VALUES ('t1', '{sid}', NULL, '{status}', 1, '{sid}', '{email}', '{email}', 'Ro', 'Ster', '[\"teacher\"]', '[]', '[]', '[]', '[]', '{{}}')"
+        )))
+        .execute(d.pool())
+        .await
+        .unwrap();
+    }
+    let r = create(serde_json::json!({"role": "teacher", "email": "gone.person@demo.homeroom.test", "name": "Gone"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let out = json(r).await;
+    assert_eq!(out["found"][0]["kind"], "roster_inactive");
+    assert_eq!(out["found"][0]["fix"], "fix_roster");
+    let r = create(serde_json::json!({"role": "teacher", "email": "rory.roster@demo.homeroom.test", "name": "Rory"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let out = json(r).await;
+    assert_eq!(out["found"][0]["kind"], "roster_not_imported");
+    assert_eq!(out["found"][0]["fix"], "link");
+    assert_eq!(out["found"][0]["roster_sourced_id"], "u7");
+    // Linking to another record than the one found is refused.
+    let r = create(serde_json::json!({"role": "teacher", "email": "rory.roster@demo.homeroom.test", "name": "Rory", "link_roster": "u8"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = create(serde_json::json!({"role": "teacher", "email": "rory.roster@demo.homeroom.test", "name": "Rory", "link_roster": "u7", "send_invitation": false}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let out = json(r).await;
+    assert!(out["invitation"].is_null());
+    let rory = out["account"]["id"].as_str().unwrap().to_owned();
+    let ru = d.roster_user(&t1, "u7").await.unwrap().unwrap();
+    assert_eq!(ru.account.unwrap().as_str(), rory);
+    // Another tenant's same address does not block, and is never listed.
+    let r = create(
+        serde_json::json!({"role": "teacher", "email": "other.person@other.test", "name": "O"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    // The "add role" fix; other tenants' accounts are not found.
+    let r = api(&h, &token, reqwest::Method::POST, "/accounts/acc_stu/roles")
+        .json(&serde_json::json!({"add": "teacher"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json(r).await["roles"],
+        serde_json::json!(["student", "teacher"])
+    );
+    for (id, body, status) in [
+        ("acc_t2", serde_json::json!({"add": "teacher"}), 404),
+        ("acc_stu", serde_json::json!({"add": "wizard"}), 400),
+        ("acc_stu", serde_json::json!({"role": "teacher"}), 400),
+    ] {
+        let r = api(
+            &h,
+            &token,
+            reqwest::Method::POST,
+            &format!("/accounts/{id}/roles"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), status, "{id} {body}");
+    }
+    let t2 = d
+        .get_account(&AccountId::new("acc_t2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t2.roles, vec![Role::Student]);
+    // Every creation and role change is audited, naming the caller.
+    h.state.audit.flush().await;
+    for kind in ["admin.account_created", "admin.account_role_added"] {
+        let events = d
+            .list_audit(&homeroom_directory::AuditFilter {
+                kind: Some(kind.into()),
+                tenant: Some(t1.clone()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!events.is_empty(), "{kind}");
+        assert_eq!(events[0].detail["by"], "client:admin-bot");
+    }
+    // Without a token: 401, nothing created.
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/api/accounts", h.base))
+        .json(
+            &serde_json::json!({"role": "teacher", "email": "x.y@demo.homeroom.test", "name": "X"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -114,17 +114,35 @@ async fn status_of(h: &Harness, id: &str) -> AccountStatus {
 #[tokio::test]
 async fn only_a_signed_in_it_admin_gets_in() {
     let h = setup().await;
-    // No session: a sign-in page, not the console.
-    let (status, body) = page(&browser(), &h, "/console?tenant=t1").await;
-    assert_eq!(status, 401);
-    assert!(body.contains("href=\"/login?tenant=t1\""), "{body}");
-    assert!(!body.contains("Dashboard"));
+    // No session: straight to Homeroom's sign-in, remembering the page (never the console).
+    let r = browser()
+        .get(format!("{}/console?tenant=t1", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login?tenant=t1");
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("hr_console_return="))
+        .expect("the return cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     for path in [
         "/console/users?q=zed",
         "/console/events",
         "/console/rosters",
+        "/console/accounts/new",
+        "/console/providers/new",
     ] {
-        assert_eq!(page(&browser(), &h, path).await.0, 401, "{path}");
+        let (status, body) = page(&browser(), &h, path).await;
+        assert_eq!(status, 303, "{path}");
+        assert!(!body.contains("Quillfeather"));
     }
     // A student's session: 403.
     let student = signed_in(&h, STUDENT).await;
@@ -251,6 +269,10 @@ async fn search_tabs_and_troubleshooter_answer() {
         body.contains(&format!("/console/events?code={code}")),
         "{body}"
     );
+    // The hourly chart (server-rendered SVG) shows the refusal and the success.
+    assert!(body.contains("<svg class=\"chart\""), "{body}");
+    assert!(body.contains("class=\"svg-bad\""), "{body}");
+    assert!(body.contains("class=\"svg-ok\""), "{body}");
 }
 
 #[tokio::test]
@@ -492,6 +514,16 @@ async fn console_in_headless_chromium() {
         .join("console-screenshots");
     let script = root.join("tests/console-e2e/e2e.mjs");
     let base = h.base.clone();
+    let issuer = h.idp.issuer().to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let zip_path = tmp.path().join("roster.zip");
+    std::fs::write(
+        &zip_path,
+        roster_zip(&format!(
+            "{USERS_HEADER}u1,,,true,s1,student,nia,,Nia,North,,1001,nia.north@demo.homeroom.test,,,,07,\n"
+        )),
+    )
+    .unwrap();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(script)
@@ -500,6 +532,9 @@ async fn console_in_headless_chromium() {
             .env("REFERENCE", reference)
             .env("CODE", code)
             .env("OUT", &out)
+            .env("ADMIN", ADMIN)
+            .env("ISSUER", issuer)
+            .env("ROSTER_ZIP", &zip_path)
             .output()
             .unwrap()
     })
@@ -527,4 +562,789 @@ async fn console_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(changes.len(), 2, "archive then activate");
+    // The provider added through the form, the role added as the fix, the roster import.
+    let p = h
+        .state
+        .directory
+        .get_provider(&homeroom_core::ProviderId::new("e2e-idp"))
+        .await
+        .unwrap()
+        .expect("the provider added in the browser");
+    assert_eq!(p.tenant, TenantId::new("t1"));
+    let zed = h
+        .state
+        .directory
+        .get_account(&AccountId::new("acc_zed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(zed.roles.contains(&Role::Teacher));
+    assert_eq!(
+        h.state
+            .directory
+            .roster_imports(&TenantId::new("t1"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn only_same_origin_console_paths_are_return_targets() {
+    use homeroom_broker::console::safe_console_path;
+    for ok in [
+        "/console",
+        "/console/users?q=quill&role=student",
+        "/console/users/acc_zed",
+        "/console?tenant=t1",
+    ] {
+        assert_eq!(safe_console_path(ok).as_deref(), Some(ok), "{ok}");
+    }
+    for bad in [
+        "https://evil.example/console",
+        "//evil.example/console",
+        "/console//evil.example",
+        "/consolex",
+        "/console.evil.example",
+        "/console/../login",
+        "/console/%2e%2e/login",
+        "/console/%2F%2Fevil",
+        "/console\\\\evil",
+        "/console/a b",
+        "/console\r\nx",
+        "/login",
+        "",
+    ] {
+        assert_eq!(safe_console_path(bad), None, "{bad}");
+    }
+}
+
+/// Visiting a console page without a session: sign in through Homeroom (the sandbox
+/// upstream), land back on that page, with no manual step; a forged return cookie
+/// pointing elsewhere is ignored (no open redirect).
+#[tokio::test]
+async fn console_sign_in_returns_to_the_page_asked_for() {
+    let h = setup().await;
+    let b = browser();
+    let r = b
+        .get(format!("{}/console/users?q=quill&tenant=t1", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login?tenant=t1");
+    // The login page, then the school email (home-realm discovery), the upstream, back.
+    let r = follow(&b, &h, &format!("{}/login?tenant=t1", h.base)).await;
+    assert_eq!(r.status(), 200);
+    let start = format!("{}/login/discover?email={}", h.base, ADMIN);
+    let mut url = start.clone();
+    let mut landed = String::new();
+    for _ in 0..12 {
+        let r = b.get(&url).send().await.unwrap();
+        if !r.status().is_redirection() {
+            assert_eq!(r.status(), 200);
+            let body = r.text().await.unwrap();
+            assert!(body.contains("/console/users/acc_zed"), "{landed}: {body}");
+            break;
+        }
+        let loc = location(&r);
+        landed = loc.clone();
+        url = if loc.starts_with('/') {
+            format!("{}{loc}", h.base)
+        } else {
+            loc
+        };
+    }
+    assert_eq!(landed, "/console/users?q=quill&tenant=t1");
+    // The cookie is gone: a later sign-in shows the plain signed-in page.
+    let r = follow(&b, &h, &start).await;
+    let body = r.text().await.unwrap();
+    assert!(body.contains("You are signed in"), "{body}");
+
+    // A forged return cookie (another origin) is ignored.
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let base_url: reqwest::Url = h.base.parse().unwrap();
+    jar.add_cookie_str(
+        "hr_console_return=%2F%2Fevil.example%2Fconsole; Path=/",
+        &base_url,
+    );
+    let evil = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = follow(&evil, &h, &start).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("You are signed in"), "{body}");
+}
+
+/// The form field `name="csrf"` of a page fetched by a signed-in admin.
+async fn csrf(admin: &reqwest::Client, h: &Harness) -> String {
+    let (_, body) = page(admin, h, "/console/providers").await;
+    csrf_of(&body)
+}
+
+async fn post_form(
+    admin: &reqwest::Client,
+    h: &Harness,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
+    let r = admin
+        .post(format!("{}{path}", h.base))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let loc = location(&r);
+    let body = r.text().await.unwrap();
+    (status, if status == 303 { loc } else { body })
+}
+
+#[tokio::test]
+async fn providers_are_added_and_edited_through_the_form() {
+    let h = setup().await;
+    let admin = signed_in(&h, ADMIN).await;
+    let csrf = csrf(&admin, &h).await;
+    let (status, body) = page(&admin, &h, "/console/providers/new").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("name=\"client_secret\""), "{body}");
+    let issuer = h.idp.issuer();
+    // A missing secret: refused next to its field, with the key path; nothing written.
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/providers/new",
+        &[
+            ("csrf", &csrf),
+            ("id", "district-idp"),
+            ("kind", "oidc"),
+            ("display_name", "District sign-in"),
+            ("issuer", issuer),
+            ("client_id", "homeroom"),
+            ("settings", "{}"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("class=\"field-error\">config.client_secret:"),
+        "{body}"
+    );
+    let pid = homeroom_core::ProviderId::new("district-idp");
+    assert!(
+        h.state
+            .directory
+            .get_provider(&pid)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Bad JSON in the other settings; an unknown kind; a taken id.
+    for (form_kind, settings, id, want) in [
+        (
+            "oidc",
+            "{not json",
+            "district-idp",
+            ">config: not valid JSON",
+        ),
+        ("ldap", "{}", "district-idp", ">kind: unknown provider kind"),
+        (
+            "oidc",
+            "{}",
+            "idp",
+            ">id: a provider with this id already exists",
+        ),
+    ] {
+        let (status, body) = post_form(
+            &admin,
+            &h,
+            "/console/providers/new",
+            &[
+                ("csrf", &csrf),
+                ("id", id),
+                ("kind", form_kind),
+                ("display_name", "District sign-in"),
+                ("issuer", issuer),
+                ("client_id", "homeroom"),
+                ("client_secret", "upstream-secret"),
+                ("settings", settings),
+            ],
+        )
+        .await;
+        assert!(status == 400 || status == 409, "{status}");
+        assert!(body.contains(want), "{want}: {body}");
+    }
+    // No token: refused.
+    let (status, _) = post_form(
+        &admin,
+        &h,
+        "/console/providers/new",
+        &[("id", "district-idp"), ("kind", "oidc")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Valid: created in the admin's tenant, served at once, audited.
+    let (status, loc) = post_form(
+        &admin,
+        &h,
+        "/console/providers/new",
+        &[
+            ("csrf", &csrf),
+            ("id", "district-idp"),
+            ("kind", "oidc"),
+            ("display_name", "District sign-in"),
+            ("issuer", issuer),
+            ("client_id", "homeroom"),
+            ("client_secret", "upstream-secret"),
+            ("settings", "{\"trust_email\": true, \"timeout_secs\": 2}"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{loc}");
+    assert_eq!(loc, "/console/providers?done=created");
+    let rec = h.state.directory.get_provider(&pid).await.unwrap().unwrap();
+    assert_eq!(rec.tenant, TenantId::new("t1"));
+    assert_eq!(rec.config["timeout_secs"], 2);
+    assert!(h.state.providers.get(&pid).is_some());
+    // The edit form never shows the secret.
+    let (status, body) = page(&admin, &h, "/console/providers/district-idp/edit").await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("upstream-secret"), "{body}");
+    assert!(body.contains("timeout_secs"));
+    // A bad edit changes nothing.
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/providers/district-idp/edit",
+        &[
+            ("csrf", &csrf),
+            ("display_name", "District sign-in"),
+            ("issuer", "http://not-https.example"),
+            ("client_id", "homeroom"),
+            ("settings", "{}"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("config.issuer:"), "{body}");
+    let same = h.state.directory.get_provider(&pid).await.unwrap().unwrap();
+    assert_eq!(same.config, rec.config);
+    // A good edit: blank secret keeps it; removed keys are removed.
+    let (status, loc) = post_form(
+        &admin,
+        &h,
+        "/console/providers/district-idp/edit",
+        &[
+            ("csrf", &csrf),
+            ("display_name", "District SSO"),
+            ("issuer", issuer),
+            ("client_id", "homeroom"),
+            ("client_secret", ""),
+            ("settings", "{\"timeout_secs\": 3}"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{loc}");
+    let edited = h.state.directory.get_provider(&pid).await.unwrap().unwrap();
+    assert_eq!(edited.display_name, "District SSO");
+    assert_eq!(edited.config["client_secret"], "upstream-secret");
+    assert_eq!(edited.config["timeout_secs"], 3);
+    assert!(edited.config.get("trust_email").is_none());
+    h.state.audit.flush().await;
+    for kind in ["admin.provider_created", "admin.provider_changed"] {
+        let events = h
+            .state
+            .directory
+            .list_audit(&AuditFilter {
+                kind: Some(kind.into()),
+                tenant: Some(TenantId::new("t1")),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!events.is_empty(), "{kind}");
+        assert!(!events[0].detail.to_string().contains("upstream-secret"));
+    }
+    // Another tenant's provider cannot be opened or edited.
+    let mut other = h.state.directory.get_provider(&pid).await.unwrap().unwrap();
+    other.id = homeroom_core::ProviderId::new("t2-idp");
+    other.tenant = TenantId::new("t2");
+    h.state.directory.upsert_provider(&other).await.unwrap();
+    assert_eq!(
+        page(&admin, &h, "/console/providers/t2-idp/edit").await.0,
+        404
+    );
+    let (status, _) = post_form(
+        &admin,
+        &h,
+        "/console/providers/t2-idp/edit",
+        &[("csrf", &csrf), ("display_name", "Mine now")],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let t2 = h
+        .state
+        .directory
+        .get_provider(&homeroom_core::ProviderId::new("t2-idp"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t2.display_name, "District SSO");
+}
+
+#[tokio::test]
+async fn apps_are_added_and_edited_through_the_form() {
+    let h = setup().await;
+    let admin = signed_in(&h, ADMIN).await;
+    let csrf = csrf(&admin, &h).await;
+    let app_id = homeroom_core::ClientId::new("library");
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/apps/new",
+        &[
+            ("csrf", &csrf),
+            ("client_id", "library"),
+            ("name", "Library"),
+            (
+                "redirect_uris",
+                "https://library.example.org/cb\njavascript:alert(1)",
+            ),
+            ("scopes", "openid profile"),
+            ("id_token_alg", "RS256"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("redirect_uris[1]:"), "{body}");
+    assert!(h.state.directory.get_app(&app_id).await.unwrap().is_none());
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/apps/new",
+        &[
+            ("csrf", &csrf),
+            ("client_id", "library"),
+            ("name", "Library"),
+            ("redirect_uris", "https://library.example.org/cb"),
+            ("scopes", "openid telepathy"),
+            ("id_token_alg", "RS256"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("scopes[1]:"), "{body}");
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/apps/new",
+        &[
+            ("csrf", &csrf),
+            ("client_id", "library"),
+            ("name", "Library"),
+            ("redirect_uris", "https://library.example.org/cb"),
+            ("scopes", "openid profile email"),
+            ("id_token_alg", "ES256"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("shown only once"), "{body}");
+    let app = h.state.directory.get_app(&app_id).await.unwrap().unwrap();
+    assert_eq!(app.tenant, TenantId::new("t1"));
+    assert_eq!(app.id_token_alg, "ES256");
+    assert!(app.secret_hash.is_some());
+    // Edit: a bad URI changes nothing; a good edit saves; disable from the list.
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/apps/library/edit",
+        &[
+            ("csrf", &csrf),
+            ("name", "Library"),
+            ("redirect_uris", "http://library.example.org/cb"),
+            ("enabled", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("redirect_uris[0]:"), "{body}");
+    let (status, _) = post_form(
+        &admin,
+        &h,
+        "/console/apps/library/edit",
+        &[
+            ("csrf", &csrf),
+            ("name", "School Library"),
+            ("redirect_uris", "https://library.example.org/cb2"),
+            ("enabled", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let app = h.state.directory.get_app(&app_id).await.unwrap().unwrap();
+    assert_eq!(app.name, "School Library");
+    assert_eq!(app.redirect_uris, vec!["https://library.example.org/cb2"]);
+    let (status, _) = post_form(
+        &admin,
+        &h,
+        "/console/apps/library/enabled",
+        &[("csrf", &csrf), ("enabled", "false")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert!(
+        !h.state
+            .directory
+            .get_app(&app_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+    // Another tenant's app: not found.
+    let mut t2 = app_record("t2-app", None, "RS256");
+    t2.tenant = TenantId::new("t2");
+    h.state.directory.upsert_app(&t2).await.unwrap();
+    assert_eq!(page(&admin, &h, "/console/apps/t2-app/edit").await.0, 404);
+    let (status, _) = post_form(
+        &admin,
+        &h,
+        "/console/apps/t2-app/enabled",
+        &[("csrf", &csrf), ("enabled", "false")],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        h.state
+            .directory
+            .get_app(&homeroom_core::ClientId::new("t2-app"))
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+}
+
+/// A OneRoster 1.1 package (manifest, orgs, users) as zip bytes.
+fn roster_zip(users: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let manifest = "propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\nfile.academicSessions,absent\nfile.categories,absent\nfile.classes,absent\nfile.classResources,absent\nfile.courses,absent\nfile.courseResources,absent\nfile.demographics,absent\nfile.enrollments,absent\nfile.lineItems,absent\nfile.orgs,bulk\nfile.resources,absent\nfile.results,absent\nfile.users,bulk\nsource.systemName,Test SIS\n";
+    let orgs = "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId\nd1,,,District One,district,,\ns1,,,North School,school,NCES1,d1\n";
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, body) in [
+            ("manifest.csv", manifest),
+            ("orgs.csv", orgs),
+            ("users.csv", users),
+        ] {
+            zip.start_file(name, opts).unwrap();
+            zip.write_all(body.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+const USERS_HEADER: &str = "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password\n";
+
+async fn upload(
+    admin: &reqwest::Client,
+    h: &Harness,
+    csrf: Option<&str>,
+    file: Vec<u8>,
+) -> (u16, String) {
+    // The body a browser sends for the form.
+    let boundary = "----homeroomTestBoundary7MA4YWxk";
+    let mut body = Vec::new();
+    if let Some(c) = csrf {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{c}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"roster.zip\"\r\nContent-Type: application/zip\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(&file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = admin
+        .post(format!("{}/console/rosters", h.base))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn rosters_are_uploaded_with_problems_and_conflicts_listed() {
+    let h = setup().await;
+    let admin = signed_in(&h, ADMIN).await;
+    let csrf = csrf(&admin, &h).await;
+    let good = format!(
+        "{USERS_HEADER}u1,,,true,s1,student,nia,,Nia,North,,1001,nia.north@demo.homeroom.test,,,,07,\nu2,,,true,s1,teacher,tom,,Tom,Teach,,2001,ada.lovelace@demo.homeroom.test,,,,,\n"
+    );
+    // No token: refused, nothing imported. No session: sent to sign in, nothing imported.
+    let (status, _) = upload(&admin, &h, None, roster_zip(&good)).await;
+    assert_eq!(status, 403);
+    let (status, _) = upload(&browser(), &h, Some(&csrf), roster_zip(&good)).await;
+    assert_eq!(status, 303);
+    let student = signed_in(&h, STUDENT).await;
+    let (status, _) = upload(&student, &h, Some(&csrf), roster_zip(&good)).await;
+    assert_eq!(status, 403);
+    let t1 = TenantId::new("t1");
+    assert!(
+        h.state
+            .directory
+            .roster_imports(&t1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Not a zip.
+    let (status, body) = upload(&admin, &h, Some(&csrf), b"hello".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("not a zip"), "{body}");
+    // A package with a bad row: the file, line, column and reason; nothing written.
+    let bad = format!(
+        "{USERS_HEADER}u1,,,maybe,s1,student,nia,,Nia,North,,1001,nia.north@demo.homeroom.test,,,,07,\n"
+    );
+    let (status, body) = upload(&admin, &h, Some(&csrf), roster_zip(&bad)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("<td>users.csv</td><td>2</td><td>enabledUser</td>"),
+        "{body}"
+    );
+    assert!(body.contains("failed: nothing was written"), "{body}");
+    // A good package: imported; the conflict (an email of an account the roster does
+    // not manage) is listed, and the import is in the list with a detail page.
+    let (status, body) = upload(&admin, &h, Some(&csrf), roster_zip(&good)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ada.lovelace@demo.homeroom.test"), "{body}");
+    assert!(body.contains("1 added"), "{body}");
+    let imports = h.state.directory.roster_imports(&t1, 10).await.unwrap();
+    assert_eq!(imports.len(), 2);
+    let (status, body) = page(&admin, &h, &format!("/console/rosters/{}", imports[0].id)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Conflicts"), "{body}");
+    let (status, body) = page(&admin, &h, &format!("/console/rosters/{}", imports[1].id)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("enabledUser"), "{body}");
+    assert_eq!(page(&admin, &h, "/console/rosters/nope").await.0, 404);
+    h.state.audit.flush().await;
+    let events = h
+        .state
+        .directory
+        .list_audit(&AuditFilter {
+            kind: Some("admin.roster_import".into()),
+            tenant: Some(t1.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+}
+
+/// Add account: an email already in use is shown where it lives, with its fix as a button;
+/// the fixes work; nothing is created while the email is in use.
+#[tokio::test]
+async fn add_account_says_where_the_email_lives_and_offers_the_fix() {
+    let h = setup().await;
+    let d = &h.state.directory;
+    let mut old = account(
+        "acc_old",
+        "t1",
+        "old.teacher@demo.homeroom.test",
+        "Olive Oldham",
+        vec![Role::Teacher],
+    );
+    old.status = AccountStatus::Archived;
+    d.create_account(&old, None).await.unwrap();
+    let admin = signed_in(&h, ADMIN).await;
+    let csrf = csrf(&admin, &h).await;
+    let before = d.count_accounts(Some(&TenantId::new("t1"))).await.unwrap();
+    let (status, body) = page(&admin, &h, "/console/accounts/new").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("name=\"send_invitation\""));
+    // The archived account (hidden from the list) with a different case: restore.
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/accounts/new",
+        &[
+            ("csrf", &csrf),
+            ("role", "teacher"),
+            ("name", "Olive Oldham"),
+            ("email", "Old.Teacher@Demo.Homeroom.Test"),
+            ("send_invitation", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already in use"), "{body}");
+    assert!(body.contains("archived account"), "{body}");
+    assert!(
+        body.contains("action=\"/console/users/acc_old/status\""),
+        "{body}"
+    );
+    // A student account, asked as a teacher, with dots dropped: add the role.
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/accounts/new",
+        &[
+            ("csrf", &csrf),
+            ("role", "teacher"),
+            ("name", "Zed Q"),
+            ("email", "zedstudent@demo.homeroom.test"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("differs only in case, dots"), "{body}");
+    assert!(
+        body.contains("action=\"/console/users/acc_zed/roles\""),
+        "{body}"
+    );
+    assert_eq!(
+        d.count_accounts(Some(&TenantId::new("t1"))).await.unwrap(),
+        before
+    );
+    // Apply the fix: the role is added (CSRF checked), audited.
+    let (status, _) = post_form(
+        &admin,
+        &h,
+        "/console/users/acc_zed/roles",
+        &[("role", "teacher")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, loc) = post_form(
+        &admin,
+        &h,
+        "/console/users/acc_zed/roles",
+        &[("csrf", &csrf), ("role", "teacher")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(loc, "/console/users/acc_zed?done=role");
+    let zed = d
+        .get_account(&AccountId::new("acc_zed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(zed.roles, vec![Role::Student, Role::Teacher]);
+    // Bad input: the field and the reason, nothing created.
+    for (role, email, name, want) in [
+        (
+            "wizard",
+            "new.person@demo.homeroom.test",
+            "New Person",
+            "role:",
+        ),
+        ("teacher", "not-an-email", "New Person", "email:"),
+        ("teacher", "new.person@demo.homeroom.test", "", "name:"),
+    ] {
+        let (status, body) = post_form(
+            &admin,
+            &h,
+            "/console/accounts/new",
+            &[
+                ("csrf", &csrf),
+                ("role", role),
+                ("name", name),
+                ("email", email),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{want}");
+        assert!(
+            body.contains(&format!("class=\"field-error\">{want}")),
+            "{want}: {body}"
+        );
+    }
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/accounts/new",
+        &[
+            ("csrf", &csrf),
+            ("role", "teacher"),
+            ("name", "New Person"),
+            ("email", "new.person@demo.homeroom.test"),
+            ("school", "nowhere"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("class=\"field-error\">school:"), "{body}");
+    assert_eq!(
+        d.count_accounts(Some(&TenantId::new("t1"))).await.unwrap(),
+        before
+    );
+    // A new email: created, with the invitation link to copy.
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/accounts/new",
+        &[
+            ("csrf", &csrf),
+            ("role", "teacher"),
+            ("name", "New Person"),
+            ("email", "new.person@demo.homeroom.test"),
+            ("send_invitation", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("The account was created."), "{body}");
+    assert!(
+        body.contains("class=\"copy\" readonly value=\"http"),
+        "{body}"
+    );
+    // Again: the pending invitation, with "resend".
+    let (status, body) = post_form(
+        &admin,
+        &h,
+        "/console/accounts/new",
+        &[
+            ("csrf", &csrf),
+            ("role", "teacher"),
+            ("name", "New Person"),
+            ("email", "new.person@demo.homeroom.test"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(body.contains("invitation pending"), "{body}");
+    assert!(body.contains("Resend the invitation"), "{body}");
+    // The other tenant's account with the same name/email is never mentioned.
+    let (_, body) = post_form(
+        &admin,
+        &h,
+        "/console/accounts/new",
+        &[
+            ("csrf", &csrf),
+            ("role", "student"),
+            ("name", "Zed"),
+            ("email", "zed.other@other.test"),
+            ("send_invitation", "false"),
+        ],
+    )
+    .await;
+    assert!(!body.contains("acc_other"), "{body}");
 }

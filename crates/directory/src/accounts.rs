@@ -213,6 +213,41 @@ impl Directory {
         Ok(out)
     }
 
+    /// Accounts of a tenant whose email, with its dots removed, starts with `stem` (the
+    /// dot-less local part of an address): candidates for "the same address up to dots,
+    /// `+tag` or domain alias", which the caller compares exactly. At most `limit`.
+    pub async fn accounts_by_email_stem(
+        &self,
+        tenant: &TenantId,
+        stem: &str,
+        limit: i64,
+    ) -> Result<Vec<Account>, DirectoryError> {
+        let stem = normalise_email(stem).replace('.', "");
+        if stem.is_empty() || stem.contains('@') {
+            return Ok(Vec::new());
+        }
+        let escaped: String = stem
+            .chars()
+            .flat_map(|c| {
+                if matches!(c, '%' | '_' | '\\') {
+                    vec!['\\', c]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT * FROM accounts WHERE tenant_id = $1 AND REPLACE(COALESCE(email_norm, ''), '.', '') LIKE $2 ESCAPE '\\' ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(format!("{escaped}%"))
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
     /// Links an upstream subject to an existing account. [`DirectoryError::Conflict`] when
     /// that `(provider, subject)` is linked already (to any account);
     /// [`DirectoryError::NotFound`] when the account does not exist.
@@ -269,6 +304,56 @@ impl Directory {
         let done = sqlx::query("UPDATE accounts SET status = $2 WHERE id = $1")
             .bind(account.as_str())
             .bind(status.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound {
+                what: format!("account {account}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates an account (no provider link) and makes it the account of the tenant's
+    /// roster person `sourced_id`, in one transaction. [`DirectoryError::Conflict`] when
+    /// that roster person already has an account or does not exist; nothing is written then.
+    pub async fn create_account_for_roster_user(
+        &self,
+        account: &Account,
+        sourced_id: &str,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        insert_account(&mut *tx, account).await?;
+        let done = sqlx::query(
+            "UPDATE roster_users SET account_id = $3
+             WHERE tenant_id = $1 AND sourced_id = $2 AND account_id IS NULL",
+        )
+        .bind(account.tenant.as_str())
+        .bind(sourced_id)
+        .bind(account.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() != 1 {
+            return Err(DirectoryError::Conflict {
+                what: format!(
+                    "roster person {sourced_id} has an account already or does not exist"
+                ),
+            });
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Replaces an account's roles. [`DirectoryError::NotFound`] for an unknown id.
+    pub async fn set_account_roles(
+        &self,
+        account: &AccountId,
+        roles: &[homeroom_core::Role],
+    ) -> Result<(), DirectoryError> {
+        let done = sqlx::query("UPDATE accounts SET roles = $2 WHERE id = $1")
+            .bind(account.as_str())
+            .bind(to_json(&roles)?)
             .execute(&self.pool)
             .await
             .map_err(db)?;

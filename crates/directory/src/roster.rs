@@ -1065,6 +1065,21 @@ impl Directory {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// The tenant's roster orgs of type `school`, by name.
+    pub async fn roster_schools(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<RosterOrg>, DirectoryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM roster_orgs WHERE tenant_id = $1 AND org_type = 'school' ORDER BY name, sourced_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(org_from_row).collect()
+    }
+
     /// The roster person driving this account, if any.
     pub async fn roster_user_for_account(
         &self,

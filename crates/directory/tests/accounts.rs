@@ -16,6 +16,7 @@ on_both_backends!(
     add_link_rules,
     concurrent_sign_ins_are_all_counted,
     status_and_counts,
+    roles_email_stems_schools_and_roster_links,
 );
 
 async fn setup(dir: &Directory) {
@@ -273,4 +274,83 @@ async fn status_and_counts(dir: Directory) {
         .await
         .unwrap_err();
     assert!(matches!(err, DirectoryError::NotFound { .. }), "{err:?}");
+}
+
+async fn roles_email_stems_schools_and_roster_links(dir: Directory) {
+    setup(&dir).await;
+    let d1 = TenantId::new("d1");
+    let maya = account("acc_maya", "d1", Some("Maya.Chen+x@example.org"), 1);
+    dir.create_account(&maya, None).await.unwrap();
+    dir.create_account(
+        &account("acc_other", "d2", Some("maya.chen@other.edu"), 2),
+        None,
+    )
+    .await
+    .unwrap();
+    // Dot-less stem: found whatever the dots; other tenants never; LIKE wildcards literal.
+    for stem in ["mayachen", "MAYA.CHEN", "may"] {
+        let found = dir.accounts_by_email_stem(&d1, stem, 10).await.unwrap();
+        assert_eq!(found.len(), 1, "{stem}");
+        assert_eq!(found[0].id, maya.id);
+    }
+    assert!(
+        dir.accounts_by_email_stem(&d1, "m_ya", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        dir.accounts_by_email_stem(&d1, "%", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        dir.accounts_by_email_stem(&d1, "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Roles replaced; unknown account not found.
+    let roles = [homeroom_core::Role::Student, homeroom_core::Role::Teacher];
+    dir.set_account_roles(&maya.id, &roles).await.unwrap();
+    assert_eq!(
+        dir.get_account(&maya.id).await.unwrap().unwrap().roles,
+        roles.to_vec()
+    );
+    let err = dir
+        .set_account_roles(&AccountId::new("acc_nope"), &roles)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectoryError::NotFound { .. }), "{err:?}");
+    // Schools of the roster; an account created for a roster person without one.
+    for sql in [
+        "INSERT INTO roster_orgs (tenant_id, sourced_id, name, org_type, extra) VALUES ('d1', 's1', 'North School', 'school', '{}')",
+        "INSERT INTO roster_orgs (tenant_id, sourced_id, name, org_type, extra) VALUES ('d1', 'dist', 'District', 'district', '{}')",
+        "INSERT INTO roster_users (tenant_id, sourced_id, account_id, status, enabled, username, email, email_norm, given_name, family_name, roles, org_sourced_ids, grades, user_ids, agent_sourced_ids, extra) VALUES ('d1', 'u1', NULL, 'active', 1, 'rory', 'rory@example.org', 'rory@example.org', 'Rory', 'Roster', '[]', '[]', '[]', '[]', '[]', '{}')",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(dir.pool())
+            .await
+            .unwrap();
+    }
+    let schools = dir.roster_schools(&d1).await.unwrap();
+    assert_eq!(schools.len(), 1);
+    assert_eq!(schools[0].sourced_id, "s1");
+    let rory = account("acc_rory", "d1", Some("rory@example.org"), 3);
+    dir.create_account_for_roster_user(&rory, "u1")
+        .await
+        .unwrap();
+    let ru = dir.roster_user(&d1, "u1").await.unwrap().unwrap();
+    assert_eq!(ru.account, Some(rory.id.clone()));
+    // Linked already, or no such record: a conflict, and no account is written.
+    for (id, sid) in [("acc_two", "u1"), ("acc_three", "u404")] {
+        let a = account(id, "d1", Some("x@example.org"), 4);
+        let err = dir
+            .create_account_for_roster_user(&a, sid)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DirectoryError::Conflict { .. }), "{err:?}");
+        assert!(dir.get_account(&a.id).await.unwrap().is_none(), "{id}");
+    }
 }
