@@ -23,6 +23,10 @@ use utoipa::{OpenApi, ToSchema};
 
 /// The scope that makes a client-credentials token an admin token.
 pub const ADMIN_SCOPE: &str = "homeroom:admin";
+/// The scope a teacher's or lead teacher's token needs for the classroom part of the API
+/// (`/admin/api/classroom/...`). An ordinary sign-in token an app received is never an API
+/// credential: the app must have been allowed this scope and have asked for it.
+pub const CLASSROOM_SCOPE: &str = "homeroom:classroom";
 
 /// Who is calling, and for which tenant.
 #[derive(Debug, Clone)]
@@ -135,6 +139,16 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Admin
             "forbidden",
             None,
             "the token lacks the homeroom:admin scope",
+        ));
+    }
+    // A person's token counts only when it was issued for the API: an app that merely
+    // received an IT admin's sign-in token must not be able to administer the tenant.
+    if !scope.split(' ').any(|s| s == ADMIN_SCOPE) {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            None,
+            "the token lacks the homeroom:admin scope (an app's sign-in token is not an admin credential)",
         ));
     }
     match state.directory.get_account(&active.family.account).await {
@@ -491,13 +505,15 @@ pub struct AppCreated {
     pub client_secret: Option<String>,
 }
 
-pub const APP_SCOPES: [&str; 6] = [
+pub const APP_SCOPES: [&str; 8] = [
     "openid",
     "profile",
     "email",
     "offline_access",
     "roles",
+    "family",
     ADMIN_SCOPE,
+    CLASSROOM_SCOPE,
 ];
 
 /// Registers an app. Bad input names the field (e.g. `redirect_uris[0]`) and creates nothing.

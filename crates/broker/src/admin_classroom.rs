@@ -13,7 +13,7 @@
 //! teacher pages, naming who did it.
 
 use crate::AppState;
-use crate::admin::{ADMIN_SCOPE, ApiError, api_error};
+use crate::admin::{ADMIN_SCOPE, ApiError, CLASSROOM_SCOPE, api_error};
 use crate::audit::{self, Ev};
 use crate::badges::{self, RevokeError};
 use crate::classroom::{self, ResetError, Scope, ScopeError, Who};
@@ -111,8 +111,8 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Respons
         ));
     };
     let subject = active.family.account.clone();
+    let scope = active.claims["scope"].as_str().unwrap_or("");
     if subject.as_str().starts_with("client:") {
-        let scope = active.claims["scope"].as_str().unwrap_or("");
         if !scope.split(' ').any(|s| s == ADMIN_SCOPE) {
             return Err(forbidden("the token lacks the homeroom:admin scope"));
         }
@@ -123,6 +123,16 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Respons
             lead_of: Vec::new(),
             it: true,
         });
+    }
+    // A person's token must have been issued for this API (an app that received a
+    // teacher's sign-in token cannot reset the class's codes with it).
+    if !scope
+        .split(' ')
+        .any(|s| s == ADMIN_SCOPE || s == CLASSROOM_SCOPE)
+    {
+        return Err(forbidden(
+            "the token lacks the homeroom:classroom (or homeroom:admin) scope",
+        ));
     }
     let account = match state.directory.get_account(&subject).await {
         Ok(Some(a)) if a.status == AccountStatus::Active => a,

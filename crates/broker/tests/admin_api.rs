@@ -175,8 +175,40 @@ async fn authentication_and_tenant_scoping() {
         .create_account(&grace, None)
         .await
         .unwrap();
+    // Her ordinary sign-in token, as any app receives it, is not an admin credential.
     let b = browser();
     let (code, v) = login(&b, &h, APP, "grace.hopper@demo.homeroom.test").await;
+    let plain = json(redeem(&h, APP, Some(APP_SECRET), &code, &v).await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api(&h, &plain, reqwest::Method::GET, "/tenant")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // A token issued for the API (the app allowed and asking for homeroom:admin) is.
+    let mut app = h
+        .state
+        .directory
+        .get_app(&ClientId::new(APP))
+        .await
+        .unwrap()
+        .unwrap();
+    app.allowed_scopes.push("homeroom:admin".into());
+    h.state.directory.upsert_app(&app).await.unwrap();
+    h.state.caches.forget_apps();
+    let (code, v) = login_scoped(
+        &b,
+        &h,
+        APP,
+        "grace.hopper@demo.homeroom.test",
+        "openid homeroom:admin",
+    )
+    .await;
     let at = json(redeem(&h, APP, Some(APP_SECRET), &code, &v).await).await["access_token"]
         .as_str()
         .unwrap()

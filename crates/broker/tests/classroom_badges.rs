@@ -490,10 +490,23 @@ async fn bot_token(h: &Harness) -> String {
     json(r).await["access_token"].as_str().unwrap().to_owned()
 }
 
-/// A person's own access token (signed in through the sandbox).
+/// A person's access token for the classroom API: the app is allowed `homeroom:classroom`
+/// and asks for it (signed in through the sandbox).
 async fn person_token(h: &Harness, user: &str) -> String {
+    let mut app = h
+        .state
+        .directory
+        .get_app(&ClientId::new(APP))
+        .await
+        .unwrap()
+        .unwrap();
+    if !app.allowed_scopes.iter().any(|s| s == "homeroom:classroom") {
+        app.allowed_scopes.push("homeroom:classroom".into());
+        h.state.directory.upsert_app(&app).await.unwrap();
+        h.state.caches.forget_apps();
+    }
     let b = browser();
-    let (code, v) = login(&b, h, APP, user).await;
+    let (code, v) = login_scoped(&b, h, APP, user, "openid homeroom:classroom").await;
     json(redeem(h, APP, Some(APP_SECRET), &code, &v).await).await["access_token"]
         .as_str()
         .unwrap()
@@ -548,6 +561,22 @@ async fn snapshot(h: &Harness) -> Vec<String> {
 #[tokio::test]
 async fn api_refuses_a_teacher_outside_the_class_for_every_action_and_changes_nothing() {
     let h = setup_with(enable).await;
+    // A teacher's ordinary sign-in token (what any app receives) is not an API credential.
+    let b = browser();
+    let (code, v) = login(&b, &h, APP, GRACE).await;
+    let plain = json(redeem(&h, APP, Some(APP_SECRET), &code, &v).await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api_post(
+        &h,
+        &plain,
+        "/class/c1/reset",
+        serde_json::json!({"mode": "each"}),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert!(api_get(&h, &plain, "/classes").await.status() == 403);
     let grace_at = person_token(&h, GRACE).await;
     let grace = signed_in(&h, GRACE).await;
     // Grace, through the API, gives the class codes; and prints badges.

@@ -315,14 +315,18 @@ pub fn authorize_url(
     q.append_pair("response_type", "code")
         .append_pair("client_id", client)
         .append_pair("redirect_uri", CB);
-    q.append_pair("scope", "openid profile email offline_access")
+    let scope = extra
+        .iter()
+        .find(|(k, _)| *k == "scope")
+        .map_or("openid profile email offline_access", |(_, v)| *v);
+    q.append_pair("scope", scope)
         .append_pair("state", "st-123")
         .append_pair("nonce", "n-456");
     if let Some(c) = challenge {
         q.append_pair("code_challenge", c)
             .append_pair("code_challenge_method", "S256");
     }
-    for (k, v) in extra {
+    for (k, v) in extra.iter().filter(|(k, _)| *k != "scope") {
         q.append_pair(k, v);
     }
     format!("{}/oauth2/authorize?{}", h.base, q.finish())
@@ -353,11 +357,27 @@ pub async fn follow(b: &reqwest::Client, h: &Harness, start: &str) -> reqwest::R
 /// A full login through the sandbox (silent upstream sign-in by login_hint); returns the
 /// code and the PKCE verifier.
 pub async fn login(b: &reqwest::Client, h: &Harness, client: &str, user: &str) -> (String, String) {
+    login_scoped(b, h, client, user, "openid profile email offline_access").await
+}
+
+/// [`login`] asking for `scope`.
+pub async fn login_scoped(
+    b: &reqwest::Client,
+    h: &Harness,
+    client: &str,
+    user: &str,
+    scope: &str,
+) -> (String, String) {
     let (v, c) = pkce();
     let r = follow(
         b,
         h,
-        &authorize_url(h, client, Some(&c), &[("login_hint", user)]),
+        &authorize_url(
+            h,
+            client,
+            Some(&c),
+            &[("login_hint", user), ("scope", scope)],
+        ),
     )
     .await;
     let loc = location(&r);
