@@ -298,7 +298,7 @@ pub struct LearnerOut {
 
 /// The learners of a class (`kind` = `class`) or, lead teacher or IT, a school
 /// (`kind` = `school`), with the status of their code and badge. Never the codes.
-#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/learners", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), responses((status = 200, body = [LearnerOut]), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/learners", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), responses((status = 200, body = [LearnerOut]), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn learners(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -351,7 +351,7 @@ pub struct CodeOut {
 }
 
 /// One learner's current sign-in code (audited as `classroom.code_shown`).
-#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/learners/{user}/code", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId"), ("user" = String, Path, description = "the learner's roster sourcedId")), responses((status = 200, body = CodeOut), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/learners/{user}/code", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId"), ("user" = String, Path, description = "the learner's roster sourcedId")), responses((status = 200, body = CodeOut), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn show_code(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -421,7 +421,7 @@ pub struct ResetOut {
 
 /// New sign-in codes: one learner, one shared code for a class, or a new code each. All or
 /// nothing; the learners' QR badges are revoked; audited (`classroom.codes_reset`).
-#[utoipa::path(post, path = "/admin/api/classroom/{kind}/{id}/reset", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), request_body = ResetIn, responses((status = 200, body = ResetOut), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/classroom/{kind}/{id}/reset", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), request_body = ResetIn, responses((status = 200, body = ResetOut), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn reset(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -463,7 +463,7 @@ pub async fn reset(
 
 /// The CSV of a class, or (lead teacher or IT) a school: username, name, sign-in code,
 /// parent access code; formula cells neutralised. Audited (`classroom.codes_downloaded`).
-#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/codes.csv", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), responses((status = 200, content_type = "text/csv", body = String), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/codes.csv", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), responses((status = 200, content_type = "text/csv", body = String), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -506,7 +506,7 @@ pub struct RevokeOut {
 
 /// Revokes QR badges: one learner's, or every learner's of the class or school. Audited
 /// (`classroom.badges_revoked`).
-#[utoipa::path(post, path = "/admin/api/classroom/{kind}/{id}/badges/revoke", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), request_body = RevokeIn, responses((status = 200, body = RevokeOut), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/classroom/{kind}/{id}/badges/revoke", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), request_body = RevokeIn, responses((status = 200, body = RevokeOut), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn revoke_badges(
     State(state): State<AppState>,
     headers: HeaderMap,

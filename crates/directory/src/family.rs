@@ -633,19 +633,6 @@ impl Directory {
             .await
             .map_err(|e| DirectoryError::from_sqlx(e, || format!("credentials of {}", a.id)))?;
         }
-        let live: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM family_guardians WHERE family_id = $1 AND account_id = $2
-               AND revoked_at IS NULL",
-        )
-        .bind(&inv.family)
-        .bind(account.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if live.is_some() {
-            drop(tx);
-            return Ok(InviteUse::AlreadyMember { family: inv.family });
-        }
         let family: Option<String> = sqlx::query_scalar(
             "UPDATE family_invitations SET used_at = $2, used_by = $3
              WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL
@@ -665,6 +652,22 @@ impl Directory {
                 None => InviteUse::Unknown,
             });
         };
+        // Claimed first: the transaction's first statement writes, so on SQLite a second
+        // use waits for the write lock (busy timeout) instead of failing on a stale
+        // snapshot. Already a member: roll back, the invitation stays unused.
+        let live: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM family_guardians WHERE family_id = $1 AND account_id = $2
+               AND revoked_at IS NULL",
+        )
+        .bind(&inv.family)
+        .bind(account.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if live.is_some() {
+            drop(tx);
+            return Ok(InviteUse::AlreadyMember { family: inv.family });
+        }
         insert_guardian(
             &mut *tx,
             &family,
@@ -868,7 +871,27 @@ impl Directory {
         policies: &[(String, String)],
         now: i64,
     ) -> Result<bool, DirectoryError> {
+        // Each INSERT carries the primary check, so the transaction's first statement is a
+        // write (on SQLite it then waits for the write lock instead of failing on a stale
+        // snapshot); nothing is written for anyone but the live primary.
         let mut tx = self.pool.begin().await.map_err(db)?;
+        for (policy, version) in policies {
+            sqlx::query(
+                "INSERT INTO family_policy_acceptances (family_id, account_id, policy, version, accepted_at)
+                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (
+                    SELECT 1 FROM family_guardians WHERE family_id = $1 AND account_id = $2
+                      AND role = 'primary' AND revoked_at IS NULL)
+                 ON CONFLICT (family_id, account_id, policy, version) DO NOTHING",
+            )
+            .bind(family)
+            .bind(account.as_str())
+            .bind(policy)
+            .bind(version)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         let primary: Option<String> = sqlx::query_scalar(
             "SELECT id FROM family_guardians WHERE family_id = $1 AND account_id = $2
                AND role = 'primary' AND revoked_at IS NULL",
@@ -880,21 +903,6 @@ impl Directory {
         .map_err(db)?;
         if primary.is_none() {
             return Ok(false);
-        }
-        for (policy, version) in policies {
-            sqlx::query(
-                "INSERT INTO family_policy_acceptances (family_id, account_id, policy, version, accepted_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (family_id, account_id, policy, version) DO NOTHING",
-            )
-            .bind(family)
-            .bind(account.as_str())
-            .bind(policy)
-            .bind(version)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(true)
