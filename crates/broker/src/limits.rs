@@ -46,8 +46,10 @@ impl Rate {
     pub const fn new(per_minute: u64, burst: u64) -> Self {
         Self { per_minute, burst }
     }
+    /// The store counts in whole milliseconds, so one key allows at most 60,000 a minute:
+    /// a larger figure is that ceiling (never "no limit", which a zero interval would be).
     fn interval_ms(&self) -> u64 {
-        60_000 / self.per_minute.max(1)
+        (60_000 / self.per_minute.max(1)).max(1)
     }
 }
 
@@ -88,8 +90,9 @@ impl Default for LimitSettings {
             // One app may serve a whole district at 8 a.m. (the surge benchmark hit 6,000/min
             // with 2,000 students); this guards against runaway clients and secret guessing.
             client: Rate::new(60_000, 10_000),
-            // 2,000 sign-ins a second sustained, 20,000 at once.
-            tenant: Rate::new(120_000, 20_000),
+            // 1,000 authorization requests a second sustained (the most one key can count),
+            // 20,000 ahead of that.
+            tenant: Rate::new(60_000, 20_000),
             // Loopback is never a student: it is a reverse proxy on the same host (set
             // `trust_forwarded_for`) or a test. Counting it would throttle everyone at once.
             trusted_networks: ["127.0.0.0/8", "::1/128"]
@@ -534,6 +537,14 @@ pub async fn lift(state: &AppState, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_above_one_per_millisecond_are_capped_not_unlimited() {
+        assert_eq!(Rate::new(60, 1).interval_ms(), 1000);
+        assert_eq!(Rate::new(60_000, 1).interval_ms(), 1);
+        assert_eq!(Rate::new(120_000, 1).interval_ms(), 1);
+        assert_eq!(Rate::new(0, 1).interval_ms(), 60_000);
+    }
 
     #[test]
     fn networks_are_slash_24_and_slash_64() {
