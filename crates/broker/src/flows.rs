@@ -409,19 +409,20 @@ impl Flows<'_> {
     // ---- token families ----
     pub async fn put_family(&self, f: &Family) -> Result<(), StoreError> {
         let now = self.now();
-        self.state
-            .sessions
-            .put_json(&format!("fam:{}", f.id), f, ttl(f.expires_at, now))
-            .await?;
-        self.state
-            .sessions
-            .backend()
-            .set_add(
-                &format!("sessfam:{}", f.session_hash),
-                &f.id,
-                ttl(f.expires_at, now),
-            )
-            .await
+        let fam_key = format!("fam:{}", f.id);
+        let sess_key = format!("sessfam:{}", f.session_hash);
+        // Two independent writes sent together (one round trip on Redis's multiplexed
+        // connection).
+        let (family, index) = tokio::join!(
+            self.state
+                .sessions
+                .put_json(&fam_key, f, ttl(f.expires_at, now)),
+            self.state
+                .sessions
+                .backend()
+                .set_add(&sess_key, &f.id, ttl(f.expires_at, now))
+        );
+        family.and(index)
     }
     pub async fn get_family(&self, id: &str) -> Result<Option<Family>, StoreError> {
         let f: Option<Family> = self.state.sessions.get_json(&format!("fam:{id}")).await?;

@@ -3,12 +3,20 @@
 //! previous key stay verifiable until they expire). Verification only ever uses keys from
 //! this set, looked up by `kid`, with the algorithm the key was made for: never a key named
 //! or carried by the token itself (JWT-02/04/05).
+//!
+//! Signing uses aws-lc key pairs parsed once when the set is built (not per token), and the
+//! JWKS document is serialised once per set (the bytes and their `ETag` are served as is).
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use axum::body::Bytes;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use homeroom_core::crypto;
 use homeroom_directory::{Directory, SigningKey};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,10 +29,16 @@ pub enum KeyError {
     Directory(String),
 }
 
+/// A private key, parsed once.
+enum Signer {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
 /// One usable key.
 struct LoadedKey {
     alg: Algorithm,
-    encoding: EncodingKey,
+    signer: Signer,
     decoding: DecodingKey,
     status: String,
 }
@@ -35,6 +49,29 @@ pub struct KeySet {
     /// kid of the current key per algorithm.
     current: HashMap<&'static str, String>,
     jwks: serde_json::Value,
+    /// `jwks` serialised once, and its entity tag.
+    jwks_body: Bytes,
+    jwks_etag: String,
+}
+
+/// The DER inside a PEM block with this label (`PRIVATE KEY`, `RSA PRIVATE KEY`).
+fn pem_der(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let stop = start + pem[start..].find(&end)?;
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// A strong entity tag for a body (quoted, 128 bits of its SHA-256).
+pub fn etag_of(body: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(body);
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&d[..16]))
 }
 
 impl std::fmt::Debug for KeySet {
@@ -120,24 +157,45 @@ impl KeySet {
                 reason,
             };
             let alg = alg_of(&r.alg).ok_or_else(|| unusable(format!("algorithm {}", r.alg)))?;
-            let (encoding, decoding) = match alg {
+            let (signer, decoding) = match alg {
                 Algorithm::RS256 => {
-                    let enc = EncodingKey::from_rsa_pem(r.private_pem.as_bytes())
-                        .map_err(|e| unusable(e.to_string()))?;
+                    let pair = if let Some(der) = pem_der(&r.private_pem, "PRIVATE KEY") {
+                        RsaKeyPair::from_pkcs8(&der)
+                    } else if let Some(der) = pem_der(&r.private_pem, "RSA PRIVATE KEY") {
+                        RsaKeyPair::from_der(&der)
+                    } else {
+                        return Err(unusable("private key is not an RSA PEM".into()));
+                    }
+                    .map_err(|e| unusable(e.to_string()))?;
                     let n = r.public_jwk["n"].as_str().unwrap_or_default();
                     let e = r.public_jwk["e"].as_str().unwrap_or_default();
                     let dec = DecodingKey::from_rsa_components(n, e)
                         .map_err(|e| unusable(e.to_string()))?;
-                    (enc, dec)
+                    (Signer::Rsa(pair), dec)
                 }
                 _ => {
-                    let enc = EncodingKey::from_ec_pem(r.private_pem.as_bytes())
+                    let der = pem_der(&r.private_pem, "PRIVATE KEY")
+                        .ok_or_else(|| unusable("private key is not a PKCS#8 PEM".into()))?;
+                    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
                         .map_err(|e| unusable(e.to_string()))?;
                     let x = r.public_jwk["x"].as_str().unwrap_or_default();
                     let y = r.public_jwk["y"].as_str().unwrap_or_default();
+                    // The published key must be the private key's: a mismatch would issue
+                    // tokens nobody can verify.
+                    let published = [
+                        &[4u8][..],
+                        &URL_SAFE_NO_PAD.decode(x).unwrap_or_default(),
+                        &URL_SAFE_NO_PAD.decode(y).unwrap_or_default(),
+                    ]
+                    .concat();
+                    if pair.public_key().as_ref() != published.as_slice() {
+                        return Err(unusable(
+                            "published JWK does not match the private key".into(),
+                        ));
+                    }
                     let dec = DecodingKey::from_ec_components(x, y)
                         .map_err(|e| unusable(e.to_string()))?;
-                    (enc, dec)
+                    (Signer::Ec(pair), dec)
                 }
             };
             if r.status == "current" {
@@ -152,7 +210,7 @@ impl KeySet {
                 r.kid.clone(),
                 LoadedKey {
                     alg,
-                    encoding,
+                    signer,
                     decoding,
                     status: r.status.clone(),
                 },
@@ -160,10 +218,15 @@ impl KeySet {
         }
         // Same order on every instance, whatever order the keys were loaded in.
         published.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
+        let jwks = serde_json::json!({ "keys": published });
+        let jwks_body = Bytes::from(jwks.to_string());
+        let jwks_etag = etag_of(&jwks_body);
         Ok(Self {
             keys,
             current,
-            jwks: serde_json::json!({ "keys": published }),
+            jwks,
+            jwks_body,
+            jwks_etag,
         })
     }
 
@@ -226,6 +289,11 @@ impl KeySet {
         &self.jwks
     }
 
+    /// The JWKS document serialised (built with the set) and its entity tag.
+    pub fn jwks_body(&self) -> (&Bytes, &str) {
+        (&self.jwks_body, &self.jwks_etag)
+    }
+
     /// Signs `claims` with the current key of `alg` (`RS256` when unknown).
     pub fn sign<T: serde::Serialize>(
         &self,
@@ -242,13 +310,35 @@ impl KeySet {
             kid: kid.clone(),
             reason: "missing".into(),
         })?;
+        let failed = |reason: String| KeyError::Unusable {
+            kid: kid.clone(),
+            reason,
+        };
         let mut header = jsonwebtoken::Header::new(key.alg);
         header.kid = Some(kid.clone());
         header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Unusable {
-            kid: kid.clone(),
-            reason: e.to_string(),
-        })
+        let header = serde_json::to_vec(&header).map_err(|e| failed(e.to_string()))?;
+        let claims = serde_json::to_vec(claims).map_err(|e| failed(e.to_string()))?;
+        let mut jwt = URL_SAFE_NO_PAD.encode(header);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
+        let rng = SystemRandom::new();
+        let signature = match &key.signer {
+            Signer::Ec(pair) => pair
+                .sign(&rng, jwt.as_bytes())
+                .map_err(|e| failed(e.to_string()))?
+                .as_ref()
+                .to_vec(),
+            Signer::Rsa(pair) => {
+                let mut sig = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, jwt.as_bytes(), &mut sig)
+                    .map_err(|e| failed(e.to_string()))?;
+                sig
+            }
+        };
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
+        Ok(jwt)
     }
 
     /// Verifies a token we issued: header `kid` must name one of our keys, the header
@@ -336,12 +426,59 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &h,
             &serde_json::json!({"sub": "a"}),
-            &EncodingKey::from_secret(jwk_text.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(jwk_text.as_bytes()),
         )
         .unwrap();
         assert!(ks.verify(&hs).is_none());
         assert!(ks.verify("a.b.c.d").is_none());
         assert!(ks.verify(&"x".repeat(20_000)).is_none());
+    }
+
+    #[test]
+    fn jwks_bytes_are_the_document_and_the_tag_follows_the_keys() {
+        let ks = set();
+        let (body, etag) = ks.jwks_body();
+        let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(&parsed, ks.jwks());
+        assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10);
+        assert_eq!(etag, etag_of(body));
+        // Another key set, another tag.
+        assert_ne!(set().jwks_body().1, etag);
+    }
+
+    #[test]
+    fn pkcs1_rsa_keys_load_and_sign() {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::DecodePrivateKey;
+        let mut rs = generate("RS256", "current", 0).unwrap();
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(&rs.private_pem).unwrap();
+        rs.private_pem = key
+            .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string();
+        assert!(rs.private_pem.contains("BEGIN RSA PRIVATE KEY"));
+        let ks = KeySet::from_records(&[rs]).unwrap();
+        let t = ks
+            .sign("RS256", "JWT", &serde_json::json!({"sub": "a"}))
+            .unwrap();
+        assert_eq!(ks.verify(&t).unwrap()["sub"], "a");
+    }
+
+    #[test]
+    fn unusable_keys_are_refused_when_loaded() {
+        // An EC key whose published JWK is another key's: tokens would not verify.
+        let mut es = generate("ES256", "current", 0).unwrap();
+        es.public_jwk = generate("ES256", "current", 0).unwrap().public_jwk;
+        assert!(matches!(
+            KeySet::from_records(&[es]),
+            Err(KeyError::Unusable { .. })
+        ));
+        let mut rs = generate("RS256", "current", 0).unwrap();
+        rs.private_pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into();
+        assert!(matches!(
+            KeySet::from_records(&[rs]),
+            Err(KeyError::Unusable { .. })
+        ));
     }
 
     #[test]

@@ -201,6 +201,35 @@ impl AppState {
         Ok(app)
     }
 
+    /// A tenant by id, through the 30-second cache.
+    pub async fn tenant(
+        &self,
+        id: &homeroom_core::TenantId,
+    ) -> Result<Option<homeroom_directory::Tenant>, homeroom_directory::DirectoryError> {
+        let now = self.now();
+        if let Some(hit) = self.caches.tenant(id, now) {
+            return Ok(hit);
+        }
+        let t = self.directory.get_tenant(id).await?;
+        self.caches.remember_tenant(id, t.clone(), now);
+        Ok(t)
+    }
+
+    /// The tenant owning an email domain (case-insensitive), through the 30-second cache.
+    pub async fn tenant_by_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<homeroom_directory::Tenant>, homeroom_directory::DirectoryError> {
+        let now = self.now();
+        let domain = domain.trim().to_ascii_lowercase();
+        if let Some(hit) = self.caches.tenant_by_domain(&domain, now) {
+            return Ok(hit);
+        }
+        let t = self.directory.tenant_by_domain(&domain).await?;
+        self.caches.remember_domain(&domain, t.clone(), now);
+        Ok(t)
+    }
+
     /// Reloads signing keys from the directory (rotation done elsewhere: the CLI or another
     /// instance). Keeps the current set when the directory is unreachable or the stored keys
     /// are unusable.

@@ -1,7 +1,9 @@
 //! Rate limits that stand in for a CDN's challenges. Keyed generic cell-rate limits (one
-//! atomic step in the session store: in memory, or one Redis script shared by every
-//! instance) per client address, per network (/24 or /64), per trusted school network,
-//! and per OAuth client at the token endpoint.
+//! atomic step in the session store: in memory with `governor`, or one Redis script shared
+//! by every instance) per client address, per network (/24 or /64), per trusted school
+//! network, per tenant (every authorization request of a school district counts), and per
+//! OAuth client at the token endpoint. Accounts are limited where passwords are checked
+//! (`local`, `classroom`).
 //!
 //! Over the soft limit a browser gets a challenge page: a small proof of work its
 //! JavaScript solves (`/static/challenge.js`), checked here, after which a short-lived pass
@@ -44,8 +46,10 @@ impl Rate {
     pub const fn new(per_minute: u64, burst: u64) -> Self {
         Self { per_minute, burst }
     }
+    /// The store counts in whole milliseconds, so one key allows at most 60,000 a minute:
+    /// a larger figure is that ceiling (never "no limit", which a zero interval would be).
     fn interval_ms(&self) -> u64 {
-        60_000 / self.per_minute.max(1)
+        (60_000 / self.per_minute.max(1)).max(1)
     }
 }
 
@@ -61,6 +65,9 @@ pub struct LimitSettings {
     pub trusted_hard: Rate,
     /// Per OAuth client at the token endpoint (never per browser address).
     pub client: Rate,
+    /// Per tenant: authorization requests of one school district, from every address
+    /// (a ceiling on a whole district, above any real morning bell; over it, 429).
+    pub tenant: Rate,
     /// School networks (tenants' `trusted_networks`).
     pub trusted_networks: Vec<ipnet::IpNet>,
     /// Leading zero bits the proof of work must have.
@@ -83,6 +90,9 @@ impl Default for LimitSettings {
             // One app may serve a whole district at 8 a.m. (the surge benchmark hit 6,000/min
             // with 2,000 students); this guards against runaway clients and secret guessing.
             client: Rate::new(60_000, 10_000),
+            // 1,000 authorization requests a second sustained (the most one key can count),
+            // 20,000 ahead of that.
+            tenant: Rate::new(60_000, 20_000),
             // Loopback is never a student: it is a reverse proxy on the same host (set
             // `trust_forwarded_for`) or a test. Counting it would throttle everyone at once.
             trusted_networks: ["127.0.0.0/8", "::1/128"]
@@ -431,6 +441,44 @@ pub async fn verify(
     r
 }
 
+/// Per-tenant limit on authorization requests (every address counts). `Some(response)`
+/// (429 with `Retry-After` and the "too many attempts" page) when over.
+pub async fn tenant(
+    state: &AppState,
+    tenant: &homeroom_core::TenantId,
+    headers: &HeaderMap,
+    ref_id: &RefId,
+) -> Option<Response> {
+    let limits = &state.settings.limits;
+    if !limits.enabled {
+        return None;
+    }
+    let key = format!("rl:tenant:{tenant}");
+    let Gcra::Limited { retry_after_ms } = step(state, &key, limits.tenant).await else {
+        return None;
+    };
+    crate::metrics::limit("block", "tenant");
+    let retry_after = retry_after_ms.div_ceil(1000).max(1);
+    let err = LoginError::TooManyAttempts { retry_after };
+    audit::refusal(
+        state,
+        ref_id,
+        &err,
+        "hard limit of the tenant bucket",
+        Ev {
+            tenant: Some(tenant.clone()),
+            ..Ev::default()
+        },
+    );
+    remember(state, "blocked", "tenant", &key, retry_after).await;
+    Some(respond::error_page(
+        &err,
+        ref_id,
+        state.now(),
+        &PageCtx::from_headers(headers),
+    ))
+}
+
 /// Per-client limit at the token endpoint (keyed by the client id claimed, before
 /// authentication, so guessing secrets is limited too). `Some(response)` when over.
 pub async fn token_endpoint(state: &AppState, client_id: &str) -> Option<Response> {
@@ -496,6 +544,14 @@ pub async fn lift(state: &AppState, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_above_one_per_millisecond_are_capped_not_unlimited() {
+        assert_eq!(Rate::new(60, 1).interval_ms(), 1000);
+        assert_eq!(Rate::new(60_000, 1).interval_ms(), 1);
+        assert_eq!(Rate::new(120_000, 1).interval_ms(), 1);
+        assert_eq!(Rate::new(0, 1).interval_ms(), 60_000);
+    }
 
     #[test]
     fn networks_are_slash_24_and_slash_64() {

@@ -46,9 +46,10 @@ const SCOPES: [&str; 6] = [
     crate::family::FAMILY_SCOPE,
 ];
 
-async fn discovery(State(state): State<AppState>) -> Response {
-    let i = &state.settings.issuer;
-    let doc = serde_json::json!({
+/// The discovery document of this issuer (serialised once per `AppState`, see `Caches`).
+pub fn discovery_document(settings: &crate::Settings) -> serde_json::Value {
+    let i = &settings.issuer;
+    serde_json::json!({
         "issuer": i,
         "authorization_endpoint": format!("{i}/oauth2/authorize"),
         "token_endpoint": format!("{i}/oauth2/token"),
@@ -73,22 +74,20 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
-    });
-    let mut r = axum::Json(doc).into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    r
+    })
 }
 
-async fn jwks(State(state): State<AppState>) -> Response {
-    let mut r = axum::Json(state.keyset().jwks().clone()).into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    r
+async fn discovery(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (body, etag) = state
+        .caches
+        .discovery(|| discovery_document(&state.settings));
+    respond::cached_json(&headers, body, etag)
+}
+
+async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let keys = state.keyset();
+    let (body, etag) = keys.jwks_body();
+    respond::cached_json(&headers, body, etag)
 }
 
 /// Parses `application/x-www-form-urlencoded` (query or body), refusing repeated names

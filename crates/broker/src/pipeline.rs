@@ -96,6 +96,9 @@ pub async fn resume(
         client: Some(req.client_id.clone()),
         ..Default::default()
     };
+    if let Some(limited) = crate::limits::tenant(state, &req.tenant, headers, &req.ref_id).await {
+        return limited;
+    }
     let wants_login = req
         .prompt
         .iter()
@@ -208,7 +211,7 @@ async fn provider_for_email(
     email: &str,
 ) -> Option<Registered> {
     let domain = email.rsplit_once('@')?.1.trim().to_ascii_lowercase();
-    let t = state.directory.tenant_by_domain(&domain).await.ok()??;
+    let t = state.tenant_by_domain(&domain).await.ok()??;
     if &t.id != tenant {
         return None;
     }
@@ -438,7 +441,7 @@ async fn login_discover(
         )
         .await;
     }
-    let tenant = match state.directory.tenant_by_domain(&domain).await {
+    let tenant = match state.tenant_by_domain(&domain).await {
         Ok(t) => t,
         Err(e) => return refuse(&state, &ref_id, &dir_err(e), &ctx, Ev::default()),
     };
@@ -1054,7 +1057,7 @@ pub async fn decide(
                         .map_err(dir_err)?,
                     None => Vec::new(),
                 };
-                let tenant = dir.get_tenant(&tenant_id).await.map_err(dir_err)?;
+                let tenant = state.tenant(&tenant_id).await.map_err(dir_err)?;
                 let domain_trusted = email
                     .as_deref()
                     .and_then(|e| e.rsplit_once('@'))
@@ -1210,12 +1213,7 @@ pub async fn issue_for(
     {
         return refuse(state, ref_id, &store_err(e), ctx, ev);
     }
-    let tenant = state
-        .directory
-        .get_tenant(&account.tenant)
-        .await
-        .ok()
-        .flatten();
+    let tenant = state.tenant(&account.tenant).await.ok().flatten();
     let now = state.now();
     let session = SsoSession {
         tenant: account.tenant.clone(),
@@ -1236,37 +1234,49 @@ pub async fn issue_for(
         Ok(r) => r,
         Err(e) => return refuse(state, ref_id, &store_err(e), ctx, ev),
     };
-    if let Err(e) = state.directory.record_sign_in(&account.id, now).await {
-        tracing::warn!(ref_id = %ref_id, error = %e, "could not record sign-in");
-    }
     audit::record(state, Some(ref_id), "login.success", ev);
     let hash = sha256_hex(&raw);
-    let mut resp = match (req, launch) {
-        (Some(r), _) => issue_code(state, r, &hash, &session).await,
-        (None, Some(l)) => continue_to_app(state, l, account).await,
-        // An admin sent here by the console goes back to the console page they asked for.
-        (None, None) => match crate::console::return_target(headers, state.settings.secure_cookies)
-        {
-            Some(to) => {
-                let mut r = respond::redirect(StatusCode::SEE_OTHER, &to);
-                if let Ok(v) = HeaderValue::from_str(&cookies::clear(
-                    cookies::CONSOLE_RETURN,
-                    state.settings.secure_cookies,
-                )) {
-                    r.headers_mut().append(header::SET_COOKIE, v);
+    // The sign-in record, the way on and the status token are independent: one wait, not
+    // three (the session they hang off exists already).
+    let onward = async {
+        match (req, launch) {
+            (Some(r), _) => issue_code(state, r, &hash, &session).await,
+            (None, Some(l)) => continue_to_app(state, l, account).await,
+            // An admin sent here by the console goes back to the console page they asked for.
+            (None, None) => {
+                match crate::console::return_target(headers, state.settings.secure_cookies) {
+                    Some(to) => {
+                        let mut r = respond::redirect(StatusCode::SEE_OTHER, &to);
+                        if let Ok(v) = HeaderValue::from_str(&cookies::clear(
+                            cookies::CONSOLE_RETURN,
+                            state.settings.secure_cookies,
+                        )) {
+                            r.headers_mut().append(header::SET_COOKIE, v);
+                        }
+                        r
+                    }
+                    None => crate::pages::message(
+                        StatusCode::OK,
+                        "You're signed in",
+                        &format!(
+                            "You are signed in to Homeroom as {label}. You can now open your apps."
+                        ),
+                        None,
+                    ),
                 }
-                r
             }
-            None => crate::pages::message(
-                StatusCode::OK,
-                "You're signed in",
-                &format!("You are signed in to Homeroom as {label}. You can now open your apps."),
-                None,
-            ),
-        },
+        }
     };
+    let (recorded, mut resp, status) = tokio::join!(
+        state.directory.record_sign_in(&account.id, now),
+        onward,
+        f.status_token(&hash, &session)
+    );
+    if let Err(e) = recorded {
+        tracing::warn!(ref_id = %ref_id, error = %e, "could not record sign-in");
+    }
     let secure = state.settings.secure_cookies;
-    let status = match f.status_token(&hash, &session).await {
+    let status = match status {
         Ok(t) => cookies::set_status(&t, secure),
         Err(e) => {
             tracing::warn!(ref_id = %ref_id, error = %e, "no session-status token");

@@ -1,12 +1,47 @@
 //! One place that turns outcomes into HTTP: the error page every refusal renders (with the
 //! "tell IT" box and the `X-Homeroom-Ref` header), error redirects to apps, and OAuth JSON
-//! errors (`Cache-Control: no-store`).
+//! errors (`Cache-Control: no-store`), and public JSON documents serialised once (discovery,
+//! JWKS) with an `ETag` and `304 Not Modified`.
 
 use crate::pages::ErrorPage;
 use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 use homeroom_core::{LoginError, RefId};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+/// A public JSON document that was serialised once: served as is with `Cache-Control:
+/// public, max-age=300` and `ETag`; `304 Not Modified` (no body) when the request's
+/// `If-None-Match` names that tag (or is `*`).
+pub fn cached_json(headers: &HeaderMap, body: &axum::body::Bytes, etag: &str) -> Response {
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*");
+    let mut resp = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body.clone(),
+        )
+            .into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    resp
+}
 
 /// Header carrying the attempt's reference id on every response of an attempt.
 pub const REF_HEADER: &str = "x-homeroom-ref";
@@ -159,6 +194,33 @@ pub fn json_no_store(value: serde_json::Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_json_answers_304_for_its_tag_only() {
+        let body = axum::body::Bytes::from_static(b"{\"a\":1}");
+        let tag = "\"abc\"";
+        let plain = cached_json(&HeaderMap::new(), &body, tag);
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert_eq!(plain.headers()[header::ETAG], tag);
+        assert_eq!(
+            plain.headers()[header::CACHE_CONTROL],
+            "public, max-age=300"
+        );
+        assert_eq!(plain.headers()[header::CONTENT_TYPE], "application/json");
+        for (inm, want) in [
+            ("\"abc\"", StatusCode::NOT_MODIFIED),
+            ("W/\"abc\"", StatusCode::NOT_MODIFIED),
+            ("\"x\", \"abc\"", StatusCode::NOT_MODIFIED),
+            ("*", StatusCode::NOT_MODIFIED),
+            ("\"abd\"", StatusCode::OK),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(inm));
+            let r = cached_json(&h, &body, tag);
+            assert_eq!(r.status(), want, "{inm}");
+            assert_eq!(r.headers()[header::ETAG], tag);
+        }
+    }
 
     #[test]
     fn query_is_appended_and_encoded() {

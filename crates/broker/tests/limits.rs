@@ -351,3 +351,48 @@ async fn the_token_endpoint_is_limited_per_client_not_per_address() {
         "another client from the same address is unaffected"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_is_limited_across_every_address_and_other_tenants_are_not() {
+    let h = harness_with(Opts {
+        tune: Some(|s| {
+            tune(s);
+            s.limits.tenant = homeroom_broker::limits::Rate::new(60, 3);
+        }),
+        ..Opts::default()
+    })
+    .await;
+    let (_, c) = pkce();
+    let url = authorize_url(&h, APP, Some(&c), &[]);
+    // Four trusted addresses of the school, one request each: the tenant's budget (3 + 1).
+    for i in 0..4 {
+        let r = from(&format!("198.51.100.{}", 10 + i))
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 429, "request {i}");
+    }
+    // A fifth address (untrusted, never seen before) is refused for the tenant's sake.
+    let r = from(UNTRUSTED).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let (_, code, _) = page_code(r).await;
+    assert_eq!(code, "limit.too_many_attempts");
+    let listed = homeroom_broker::limits::listed(&h.state).await;
+    assert!(
+        listed.iter().any(|(what, class, key)| what == "blocked"
+            && class == "tenant"
+            && key == "rl:tenant:t1"),
+        "{listed:?}"
+    );
+    // Another district's app from the same address is unaffected.
+    let t2 = authorize_url(&h, "t2-app", Some(&c), &[]);
+    assert_ne!(from(UNTRUSTED).get(&t2).send().await.unwrap().status(), 429);
+    // IT lifts it.
+    assert!(homeroom_broker::limits::lift(&h.state, "rl:tenant:t1").await);
+    assert_ne!(
+        from(UNTRUSTED).get(&url).send().await.unwrap().status(),
+        429
+    );
+}

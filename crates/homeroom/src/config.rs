@@ -45,6 +45,8 @@ pub struct LimitsConfig {
     pub trusted_hard_per_minute: Option<u64>,
     /// Per OAuth client at the token endpoint.
     pub client_per_minute: Option<u64>,
+    /// Per tenant: authorization requests of one district from every address (429 over it).
+    pub tenant_per_minute: Option<u64>,
     /// Proof-of-work difficulty in bits (default 16: well under a second on a Chromebook).
     pub challenge_bits: Option<u32>,
 }
@@ -60,6 +62,7 @@ impl Default for LimitsConfig {
             trusted_soft_per_minute: None,
             trusted_hard_per_minute: None,
             client_per_minute: None,
+            tenant_per_minute: None,
             challenge_bits: None,
         }
     }

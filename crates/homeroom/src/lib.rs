@@ -73,6 +73,7 @@ pub fn apply_limits(cfg: &config::Config, s: &mut Settings) {
     set(&mut lim.trusted_soft, l.trusted_soft_per_minute);
     set(&mut lim.trusted_hard, l.trusted_hard_per_minute);
     set(&mut lim.client, l.client_per_minute);
+    set(&mut lim.tenant, l.tenant_per_minute);
     if let Some(b) = l.challenge_bits {
         lim.challenge_bits = b.clamp(1, 28);
     }

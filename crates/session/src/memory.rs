@@ -9,6 +9,11 @@
 //! aborted by [`PurgeTask`]'s `Drop` when the backend goes away, so it never outlives its
 //! owner (mini-redis's `DbDropGuard`, simplified).
 //!
+//! Rate limits ([`KvBackend::gcra`]) use the `governor` crate's generic cell-rate
+//! algorithm: one keyed `RateLimiter` per (interval, burst) pair, whose state store is this
+//! backend's own map (so a limited key is an ordinary entry: it expires, `delete` lifts it,
+//! and the purge sweeps it like any other).
+//!
 //! Why a `std::sync::Mutex` and not a Tokio one: nothing awaits while the lock is held and
 //! every critical section is a hash-map operation, so a blocking lock is cheaper and can
 //! never be held across an `.await` (the workspace denies `await_holding_lock`).
@@ -30,7 +35,6 @@ pub const PURGE_EVERY_OPS: u64 = 1024;
 
 /// An in-memory [`KvBackend`]. Cheap to share behind an `Arc`; not `Clone` itself because
 /// it owns the purge task (dropping the backend stops it).
-#[derive(Debug)]
 pub struct MemoryBackend {
     /// The entries. The background purge task holds a `Weak` to the same `Shared`, so
     /// dropping this `Arc` (the only strong one) frees the map even if the task is mid-sleep.
@@ -38,6 +42,73 @@ pub struct MemoryBackend {
     /// Owner of the background purge task: aborts it on drop. `None` when the backend was
     /// created outside a Tokio runtime (then purging happens inline on writes only).
     _purge: Option<PurgeTask>,
+    /// One `governor` limiter per (interval ms, burst) asked for, created on first use.
+    limiters: Mutex<HashMap<(u64, u64), Arc<Limiter>>>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+type Limiter = governor::RateLimiter<String, Cells, governor::clock::MonotonicClock>;
+
+/// `governor`'s state store for one limiter: the theoretical arrival time of each key, kept
+/// in the backend's map as `"{tat_nanos}@{limiter}"` (nanoseconds since the limiter's start).
+/// A cell written by another limiter (the same key with other parameters) counts as absent.
+struct Cells {
+    shared: Arc<Shared>,
+    limiter: u64,
+    /// Taken just before the limiter was built: the limiter's own start, to within
+    /// nanoseconds; only used to give entries their expiry (garbage collection).
+    origin: std::time::Instant,
+}
+
+impl governor::state::StateStore for Cells {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<governor::nanos::Nanos>) -> Result<(T, governor::nanos::Nanos), E>,
+    {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        state.ops_since_purge += 1;
+        if state.ops_since_purge >= PURGE_EVERY_OPS {
+            state.sweep(now);
+        }
+        let tat = match state.live(key, now) {
+            Some(Entry {
+                kind: Kind::Value(v),
+                ..
+            }) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.split_once('@'))
+                .filter(|(_, id)| id.parse::<u64>().ok() == Some(self.limiter))
+                .and_then(|(t, _)| t.parse::<u64>().ok())
+                .map(governor::nanos::Nanos::from),
+            _ => None,
+        };
+        let (out, new_tat) = f(tat)?;
+        let new_tat = u64::from(new_tat);
+        // The entry lives until its arrival time has passed (then it equals "absent").
+        let due = self.origin + Duration::from_nanos(new_tat);
+        let remaining = due.saturating_duration_since(std::time::Instant::now());
+        let expires_at = now
+            .checked_add(remaining + Duration::from_millis(1))
+            .unwrap_or(now);
+        state.entries.insert(
+            key.clone(),
+            Entry {
+                kind: Kind::Value(format!("{new_tat}@{}", self.limiter).into_bytes()),
+                expires_at,
+            },
+        );
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,7 +166,43 @@ impl MemoryBackend {
         Self {
             shared,
             _purge: purge,
+            limiters: Mutex::default(),
         }
+    }
+
+    /// The limiter for (interval, burst): `burst + 1` cells at once, then one per interval
+    /// (governor's `max_burst` counts the first cell; the contract's `burst` does not).
+    /// `None` when the interval is zero (no limit).
+    fn limiter(&self, interval_ms: u64, burst: u64) -> Option<Arc<Limiter>> {
+        let period = Duration::from_millis(interval_ms);
+        let interval_ns = u64::try_from(period.as_nanos()).ok().filter(|n| *n > 0)?;
+        // Keep interval x burst within governor's u64 nanoseconds.
+        let max_burst = (u64::MAX / 4 / interval_ns).min(u64::from(u32::MAX) - 1);
+        let cells = u32::try_from(burst.min(max_burst) + 1).unwrap_or(u32::MAX);
+        let quota = governor::Quota::with_period(period)?
+            .allow_burst(std::num::NonZeroU32::new(cells).unwrap_or(std::num::NonZeroU32::MIN));
+        let mut map = self
+            .limiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next_id = u64::try_from(map.len()).unwrap_or(u64::MAX);
+        let shared = &self.shared;
+        Some(
+            map.entry((interval_ms, burst))
+                .or_insert_with(|| {
+                    let cells = Cells {
+                        shared: shared.clone(),
+                        limiter: next_id,
+                        origin: std::time::Instant::now(),
+                    };
+                    Arc::new(governor::RateLimiter::new(
+                        quota,
+                        cells,
+                        governor::clock::MonotonicClock,
+                    ))
+                })
+                .clone(),
+        )
     }
 
     /// Number of live (unexpired) entries; for tests and metrics.
@@ -196,13 +303,6 @@ fn wrong_kind(key: &str, wanted: &str) -> StoreError {
     StoreError::Corrupt(format!("key {key:?} does not hold a {wanted}"))
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[async_trait]
 impl KvBackend for MemoryBackend {
     async fn gcra(
@@ -211,35 +311,19 @@ impl KvBackend for MemoryBackend {
         interval_ms: u64,
         burst: u64,
     ) -> Result<crate::Gcra, StoreError> {
-        let now_ms = unix_ms();
-        let tolerance = interval_ms.saturating_mul(burst);
-        Ok(self.write(|state, now| {
-            let stored = match state.live(key, now) {
-                Some(Entry {
-                    kind: Kind::Value(v),
-                    ..
-                }) => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok()),
-                _ => None,
-            };
-            let tat = stored.unwrap_or(now_ms).max(now_ms);
-            if tat - now_ms > tolerance {
-                return crate::Gcra::Limited {
-                    retry_after_ms: tat - now_ms - tolerance,
-                };
+        let Some(limiter) = self.limiter(interval_ms, burst) else {
+            return Ok(crate::Gcra::Allowed);
+        };
+        Ok(match limiter.check_key(&key.to_owned()) {
+            Ok(()) => crate::Gcra::Allowed,
+            Err(not_until) => {
+                use governor::clock::Clock as _;
+                let wait = not_until.wait_time_from(governor::clock::MonotonicClock.now());
+                crate::Gcra::Limited {
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                }
             }
-            let new_tat = tat + interval_ms;
-            let ttl = Duration::from_millis((new_tat - now_ms).max(1));
-            state.entries.insert(
-                key.to_owned(),
-                Entry {
-                    kind: Kind::Value(new_tat.to_string().into_bytes()),
-                    expires_at: now.checked_add(ttl).unwrap_or(now),
-                },
-            );
-            crate::Gcra::Allowed
-        }))
+        })
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
@@ -413,6 +497,47 @@ impl KvBackend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn rate_limited_keys_are_entries_that_delete_lifts_and_expiry_frees() {
+        let backend = MemoryBackend::new();
+        assert_eq!(
+            backend.gcra("rl", 60_000, 1).await.unwrap(),
+            crate::Gcra::Allowed
+        );
+        assert_eq!(
+            backend.gcra("rl", 60_000, 1).await.unwrap(),
+            crate::Gcra::Allowed
+        );
+        let crate::Gcra::Limited { retry_after_ms } = backend.gcra("rl", 60_000, 1).await.unwrap()
+        else {
+            panic!("third request within the burst must be limited");
+        };
+        assert!(
+            (59_000..=60_000).contains(&retry_after_ms),
+            "{retry_after_ms}"
+        );
+        // The cell is an ordinary entry: one live key, with an expiry about two intervals out.
+        assert_eq!(backend.len(), 1);
+        {
+            let state = backend.lock();
+            let left = state.entries["rl"].expires_at - Instant::now();
+            assert!(left > Duration::from_secs(110) && left <= Duration::from_secs(121));
+        }
+        // Lifting it (admin API) deletes it; the budget starts again.
+        assert!(backend.delete("rl").await.unwrap());
+        assert_eq!(
+            backend.gcra("rl", 60_000, 1).await.unwrap(),
+            crate::Gcra::Allowed
+        );
+        // Zero interval: no limit at all.
+        for _ in 0..10 {
+            assert_eq!(
+                backend.gcra("free", 0, 0).await.unwrap(),
+                crate::Gcra::Allowed
+            );
+        }
+    }
 
     #[tokio::test]
     async fn expired_entries_are_absent_and_purged() {
