@@ -351,7 +351,7 @@ pub struct CodeOut {
 }
 
 /// One learner's current sign-in code (audited as `classroom.code_shown`).
-#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/learners/{user}/code", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId"), ("user" = String, Path, description = "the learner's roster sourcedId")), responses((status = 200, body = CodeOut), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/learners/{user}/code", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId"), ("user" = String, Path, description = "the learner's roster sourcedId")), responses((status = 200, body = CodeOut), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn show_code(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -463,7 +463,7 @@ pub async fn reset(
 
 /// The CSV of a class, or (lead teacher or IT) a school: username, name, sign-in code,
 /// parent access code; formula cells neutralised. Audited (`classroom.codes_downloaded`).
-#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/codes.csv", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), responses((status = 200, content_type = "text/csv", body = String), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/classroom/{kind}/{id}/codes.csv", tag = "classroom", params(("kind" = String, Path, description = "class or school"), ("id" = String, Path, description = "roster sourcedId")), responses((status = 200, content_type = "text/csv", body = String), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError)), security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,
     headers: HeaderMap,

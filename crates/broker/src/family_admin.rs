@@ -188,7 +188,7 @@ pub async fn families(State(state): State<AppState>, headers: HeaderMap) -> Resp
 }
 
 /// One family.
-#[utoipa::path(get, path = "/admin/api/families/{id}", params(("id" = String, Path, description = "Family id")), responses((status = 200, body = FamilyOut), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/api/families/{id}", params(("id" = String, Path, description = "Family id")), responses((status = 200, body = FamilyOut), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn family(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -210,7 +210,7 @@ pub async fn family(
 
 /// Revokes a secondary guardian's access; the secondary and the primary are emailed.
 /// (There is no way for staff to grant access.)
-#[utoipa::path(post, path = "/admin/api/families/{id}/guardians/{account}/revoke", params(("id" = String, Path, description = "Family id"), ("account" = String, Path, description = "Guardian account id")), responses((status = 200, body = FamilyOut), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/families/{id}/guardians/{account}/revoke", params(("id" = String, Path, description = "Family id"), ("account" = String, Path, description = "Guardian account id")), responses((status = 200, body = FamilyOut), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -301,7 +301,7 @@ pub async fn primary(
 }
 
 /// Sends one guardian a reset-password link to their own email address.
-#[utoipa::path(post, path = "/admin/api/families/{id}/guardians/{account}/reset", params(("id" = String, Path, description = "Family id"), ("account" = String, Path, description = "Guardian account id")), responses((status = 200, body = LinkOut), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/api/families/{id}/guardians/{account}/reset", params(("id" = String, Path, description = "Family id"), ("account" = String, Path, description = "Guardian account id")), responses((status = 200, body = LinkOut), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn reset(
     State(state): State<AppState>,
     headers: HeaderMap,

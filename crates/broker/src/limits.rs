@@ -527,6 +527,35 @@ pub async fn listed(state: &AppState) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The listed keys one tenant's admins may see and lift: address keys (`ip`, `net`,
+/// trusted networks: an address is shared by every tenant signing in from it), the tenant's
+/// own key and its own apps' keys; never another tenant's tenant or app keys.
+pub async fn listed_for(
+    state: &AppState,
+    tenant: &homeroom_core::TenantId,
+) -> Vec<(String, String, String)> {
+    let own_tenant = format!("rl:tenant:{tenant}");
+    let own_clients: std::collections::HashSet<String> = state
+        .directory
+        .list_apps(Some(tenant))
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|a| format!("rl:client:{}", sha256_hex(a.client_id.as_str())))
+        .collect();
+    listed(state)
+        .await
+        .into_iter()
+        .filter(|(_, _, key)| {
+            key.starts_with("rl:ip:")
+                || key.starts_with("rl:net:")
+                || key.starts_with("rl:t:")
+                || *key == own_tenant
+                || own_clients.contains(key)
+        })
+        .collect()
+}
+
 /// Lifts a limit on a key (both its soft and hard buckets) and takes it off the list.
 pub async fn lift(state: &AppState, key: &str) -> bool {
     let b = state.sessions.backend();

@@ -456,6 +456,67 @@ async fn a_blocked_app_at_the_token_endpoint_is_listed() {
             .any(|l| l["state"] == "blocked" && l["class"] == "client"),
         "{listed}"
     );
+    // Another tenant's admin neither sees nor lifts this tenant's app key.
+    let key = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["class"] == "client")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut other = app_record("t2-bot", Some(BOT_SECRET), "ES256");
+    other.tenant = homeroom_core::TenantId::new("t2");
+    other.allowed_scopes.push("homeroom:admin".into());
+    h.state.directory.upsert_app(&other).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth("t2-bot", Some(BOT_SECRET))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "homeroom:admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let t2 = json(r).await["access_token"].as_str().unwrap().to_owned();
+    let seen = json(
+        api(&h, &t2, reqwest::Method::GET, "/limits")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        !seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["key"] == key.as_str()),
+        "{seen}"
+    );
+    let r = api(&h, &t2, reqwest::Method::POST, "/limits/lift")
+        .json(&serde_json::json!({"key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let still = json(
+        api(&h, &token, reqwest::Method::GET, "/limits")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        still
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["key"] == key.as_str()),
+        "nothing changed for the app's own tenant: {still}"
+    );
 }
 
 #[tokio::test]
