@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use homeroom_broker::{Settings, family};
+use homeroom_broker::{Settings, family, mail};
 use homeroom_core::{AccountId, ClientId, Role, TenantId};
 use homeroom_directory::{Account, AccountStatus};
 
@@ -937,4 +937,108 @@ async fn classroom_csv_code_is_stable_until_used() {
     ));
     let c3 = family::parent_code_for_csv(&h.state, &kid, "teacher").await;
     assert_ne!(c3, c1);
+}
+
+/// The invitation and the revocation mails leave through a real SMTP server (aiosmtpd):
+/// the invitation carries the link, the stored copy forgets it once sent, and a staff
+/// revocation tells both guardians.
+#[tokio::test]
+async fn family_mails_reach_a_real_smtp_server() {
+    let Some((sink, port)) = common::smtp::smtp_sink().await else {
+        return;
+    };
+    let h = harness_with(opts(fast)).await;
+    setup_app(&h).await;
+    let p = person(&h, "pat@example.com", "Pat Primary").await;
+    let fam = h
+        .state
+        .directory
+        .create_family(
+            &TenantId::new("t1"),
+            "Chen family",
+            &p,
+            "test",
+            h.state.now(),
+        )
+        .await
+        .unwrap();
+    let bp = browser();
+    sign_in(&bp, &h, "pat@example.com").await;
+    let r = post(
+        &bp,
+        &h,
+        "/family",
+        "/family/invite",
+        &[("family", &fam.id), ("email", "sam@example.com")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let link = pending_link_to(&h, "sam@example.com").await;
+    let t = mail::transport(&format!("smtp://127.0.0.1:{port}")).unwrap();
+    mail::deliver_due(&h.state, &t).await;
+    let all = sink.messages().join("\n");
+    assert!(all.contains("To: sam@example.com"), "{all}");
+    assert!(
+        all.contains(&link),
+        "the invitation link reached the mailbox: {all}"
+    );
+    assert!(
+        h.state
+            .directory
+            .due_mail(h.state.now() + 10, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left to send"
+    );
+    // Sam joins (new local account), then staff revoke Sam: both guardians are told.
+    let bs = browser();
+    let r = bs.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let csrf = field(&page, "csrf");
+    let token = field(&page, "token");
+    let r = bs
+        .post(format!("{}/family/join", h.base))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", token.as_str()),
+            ("password", PW),
+            ("confirm", PW),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let sam = h
+        .state
+        .directory
+        .family_guardians(&fam.id, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.account != p)
+        .expect("Sam joined")
+        .account;
+    let token = admin_token(&h).await;
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/admin/api/families/{}/guardians/{}/revoke",
+            h.base, fam.id, sam
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    mail::deliver_due(&h.state, &t).await;
+    let all = sink.messages().join("\n");
+    assert!(
+        all.matches("To: sam@example.com").count() >= 2,
+        "invitation and revocation to Sam: {all}"
+    );
+    assert!(
+        all.contains("To: pat@example.com"),
+        "the primary is told: {all}"
+    );
 }

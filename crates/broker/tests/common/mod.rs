@@ -2,6 +2,8 @@
 //! session store, a manual clock, and the sandbox OIDC IdP as the tenant's upstream.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use homeroom_broker::keys::KeySet;
 use homeroom_broker::{AppState, ProviderRegistry, Settings};
 use homeroom_core::crypto::sha256_hex;
