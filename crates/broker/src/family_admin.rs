@@ -300,6 +300,75 @@ pub async fn primary(
     }
 }
 
+/// The body of `POST /admin/api/families/{id}/students`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StudentLink {
+    /// The learner's roster `sourcedId` (the learner must have an account).
+    #[schema(min_length = 1, max_length = 200)]
+    pub sourced_id: String,
+}
+
+/// Links a rostered learner to the family by roster `sourcedId` (as the SIS records the
+/// guardianship). This covers a learner; it never adds a guardian.
+#[utoipa::path(post, path = "/admin/api/families/{id}/students", params(("id" = String, Path, description = "Family id")), request_body = StudentLink, responses((status = 200, body = FamilyOut), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+pub async fn link_student(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let admin = match authenticate(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let f = match own_family(&state, &admin, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let link: StudentLink = match serde_json::from_slice(&body) {
+        Ok(l) => l,
+        Err(e) => {
+            return bad(
+                "sourced_id",
+                &format!("send {{\"sourced_id\": \"...\"}}: {e}"),
+            );
+        }
+    };
+    let sourced = link.sourced_id.trim();
+    if sourced.is_empty() || sourced.len() > 200 || sourced.chars().any(char::is_control) {
+        return bad(
+            "sourced_id",
+            "a roster sourcedId (1 to 200 printable characters)",
+        );
+    }
+    let learner = match state
+        .directory
+        .link_family_student_by_sourced_id(&f.id, sourced, state.now())
+        .await
+    {
+        Ok(a) => a,
+        Err(homeroom_directory::DirectoryError::NotFound { .. }) => {
+            return not_found("a rostered learner with that sourcedId and an account");
+        }
+        Err(e) => return internal(e),
+    };
+    changed(
+        &state,
+        &admin,
+        "admin.family_student_linked",
+        serde_json::json!({"family": f.id, "learner": learner, "sourced_id": sourced}),
+    );
+    let f = match own_family(&state, &admin, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match family_out(&state, f).await {
+        Ok(f) => axum::Json(f).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 /// Sends one guardian a reset-password link to their own email address.
 #[utoipa::path(post, path = "/admin/api/families/{id}/guardians/{account}/reset", params(("id" = String, Path, description = "Family id"), ("account" = String, Path, description = "Guardian account id")), responses((status = 200, body = LinkOut), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn reset(
@@ -337,8 +406,15 @@ pub async fn reset(
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(families, family, revoke, primary, reset),
-    components(schemas(FamilyOut, GuardianOut, StudentOut, PrimaryChange, PrimaryChanged))
+    paths(families, family, revoke, primary, link_student, reset),
+    components(schemas(
+        FamilyOut,
+        GuardianOut,
+        StudentOut,
+        PrimaryChange,
+        PrimaryChanged,
+        StudentLink
+    ))
 )]
 pub struct FamilyApiDoc;
 
@@ -351,6 +427,7 @@ pub fn routes() -> Router<AppState> {
             post(revoke),
         )
         .route("/admin/api/families/{id}/primary", post(primary))
+        .route("/admin/api/families/{id}/students", post(link_student))
         .route(
             "/admin/api/families/{id}/guardians/{account}/reset",
             post(reset),

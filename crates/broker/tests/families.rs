@@ -1042,3 +1042,152 @@ async fn family_mails_reach_a_real_smtp_server() {
         "the primary is told: {all}"
     );
 }
+
+/// A one-learner OneRoster package (Maya, sourcedId `u1`), imported into t1.
+async fn import_maya(h: &Harness) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut manifest =
+        String::from("propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\n");
+    for name in [
+        "academicSessions",
+        "categories",
+        "classResources",
+        "courses",
+        "courseResources",
+        "demographics",
+        "lineItems",
+        "resources",
+        "results",
+        "classes",
+        "enrollments",
+    ] {
+        manifest.push_str(&format!("file.{name},absent\n"));
+    }
+    manifest.push_str("file.orgs,bulk\nfile.users,bulk\nsource.systemName,Test SIS\n");
+    std::fs::write(tmp.path().join("manifest.csv"), manifest).unwrap();
+    std::fs::write(
+        tmp.path().join("orgs.csv"),
+        "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId\n\
+         d1,,,Demo District,district,,\ns1,,,North School,school,,d1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("users.csv"),
+        "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password\n\
+         u1,,,true,s1,student,maya,,Maya,Chen,,1001,maya.chen@demo.homeroom.test,,,,07,\n",
+    )
+    .unwrap();
+    let mut progress = |_p: homeroom_roster::Progress<'_>| {};
+    let report = homeroom_roster::import_path(
+        &h.state.directory,
+        &TenantId::new("t1"),
+        tmp.path(),
+        &Default::default(),
+        &mut progress,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(report.status, homeroom_roster::ImportStatus::Ok),
+        "{report:?}"
+    );
+}
+
+/// Staff link a rostered learner to a family by sourcedId; bad input names the field and
+/// links nothing; another tenant's admin cannot touch the family.
+#[tokio::test]
+async fn staff_link_a_rostered_learner_by_sourced_id() {
+    let h = harness_with(opts(fast)).await;
+    setup_app(&h).await;
+    import_maya(&h).await;
+    let p = person(&h, "pat@example.com", "Pat Primary").await;
+    let fam = h
+        .state
+        .directory
+        .create_family(
+            &TenantId::new("t1"),
+            "Chen family",
+            &p,
+            "test",
+            h.state.now(),
+        )
+        .await
+        .unwrap();
+    let token = admin_token(&h).await;
+    let url = format!("{}/admin/api/families/{}/students", h.base, fam.id);
+    let c = reqwest::Client::new();
+    for (body, status, field) in [
+        (
+            serde_json::json!({"sourced_id": ""}),
+            400,
+            Some("sourced_id"),
+        ),
+        (
+            serde_json::json!({"sourced_id": "a\u{0}b"}),
+            400,
+            Some("sourced_id"),
+        ),
+        (
+            serde_json::json!({"learner": "u1"}),
+            400,
+            Some("sourced_id"),
+        ),
+        (serde_json::json!({"sourced_id": "u9"}), 404, None),
+    ] {
+        let r = c
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let e = json(r).await;
+        if let Some(f) = field {
+            assert_eq!(e["field"], f, "{e}");
+        }
+    }
+    assert!(
+        h.state
+            .directory
+            .family_students(&fam.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing linked by bad input"
+    );
+    let r = c
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"sourced_id": "u1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let out = json(r).await;
+    let maya = h
+        .state
+        .directory
+        .roster_user(&TenantId::new("t1"), "u1")
+        .await
+        .unwrap()
+        .unwrap()
+        .account
+        .unwrap();
+    assert_eq!(out["students"][0]["account"], maya.as_str(), "{out}");
+    assert_eq!(out["students"][0]["linked_by"], "sourced_id", "{out}");
+    // The guardians are unchanged: linking a learner never adds a guardian.
+    assert_eq!(out["guardians"].as_array().unwrap().len(), 1, "{out}");
+    h.state.audit.flush().await;
+    let events = h
+        .state
+        .directory
+        .list_audit(&homeroom_directory::AuditFilter {
+            kind: Some("admin.family_student_linked".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "the link is an audit event");
+}
