@@ -484,10 +484,12 @@ pub async fn change_primary(
     new_primary: &AccountId,
     by: &str,
 ) -> Result<Vec<Guardian>, FamilyError> {
+    // A merged family has no primary to change: it lives on only as a record.
     let f = state
         .directory
         .get_family(family)
         .await?
+        .filter(|f| f.merged_into.is_none())
         .ok_or(FamilyError::NoFamily)?;
     let np = match account(state, new_primary).await {
         Some(a) if a.tenant == f.tenant => a,
@@ -555,6 +557,90 @@ pub async fn change_primary(
         }
         .detail(json!({
             "family": f.id, "by": by, "old_primary": f.primary,
+            "revoked": revoked.iter().map(|g| g.account.as_str()).collect::<Vec<_>>(),
+        })),
+    );
+    Ok(revoked)
+}
+
+/// Merges family `from` into `into` (staff): learners move, `from`'s guardians (its primary
+/// too) and `into`'s secondaries lose access, `into`'s primary stays and invites again;
+/// everyone affected is emailed (in the merge's transaction). The revoked memberships.
+pub async fn merge(
+    state: &AppState,
+    from: &str,
+    into: &str,
+    by: &str,
+) -> Result<Vec<Guardian>, FamilyError> {
+    let f = state
+        .directory
+        .get_family(from)
+        .await?
+        .filter(|f| f.merged_into.is_none())
+        .ok_or(FamilyError::NoFamily)?;
+    let i = state
+        .directory
+        .get_family(into)
+        .await?
+        .filter(|i| i.merged_into.is_none() && i.tenant == f.tenant && i.id != f.id)
+        .ok_or(FamilyError::NoFamily)?;
+    let mut people: HashMap<AccountId, Account> = HashMap::new();
+    for g in state
+        .directory
+        .family_guardians(from, false)
+        .await?
+        .into_iter()
+        .chain(state.directory.family_guardians(into, false).await?)
+    {
+        if let Some(a) = account(state, &g.account).await {
+            people.insert(g.account.clone(), a);
+        }
+    }
+    let primary = people.get(&i.primary).cloned();
+    let (from_name, into_name) = (f.name.clone(), i.name.clone());
+    let st = state.clone();
+    let revoked = state
+        .directory
+        .merge_families(from, into, by, state.now(), move |revoked| {
+            let mut mails = Vec::new();
+            for g in revoked {
+                if let Some(a) = people.get(&g.account) {
+                    mails.extend(revoked_mail(
+                        &st,
+                        a,
+                        &from_name,
+                        &format!(
+                            "The school merged the family {from_name} into {into_name}. Your access was removed; the primary guardian of {into_name} can invite you again."
+                        ),
+                        "family_merged",
+                    ));
+                }
+            }
+            if let Some(p) = &primary {
+                mails.extend(revoked_mail(
+                    &st,
+                    p,
+                    &into_name,
+                    &format!(
+                        "The school merged the family {from_name} into your family {into_name}. Its learners are now in your family, and every other guardian's access was removed: invite them again from your family page ({}).",
+                        st.settings.url("/family")
+                    ),
+                    "family_merged",
+                ));
+            }
+            mails
+        })
+        .await?;
+    audit::record(
+        state,
+        None,
+        "family.merged",
+        Ev {
+            tenant: Some(f.tenant.clone()),
+            ..Default::default()
+        }
+        .detail(json!({
+            "from": f.id, "into": i.id, "by": by,
             "revoked": revoked.iter().map(|g| g.account.as_str()).collect::<Vec<_>>(),
         })),
     );

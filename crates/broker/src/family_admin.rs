@@ -57,6 +57,8 @@ pub struct FamilyOut {
     pub students: Vec<StudentOut>,
     /// Invitations not used and not revoked.
     pub pending_invitations: Vec<String>,
+    /// The family this one was merged into, if it was.
+    pub merged_into: Option<String>,
 }
 
 /// Body of a primary change.
@@ -121,6 +123,7 @@ async fn family_out(
         guardians,
         students,
         pending_invitations,
+        merged_into: f.merged_into,
     })
 }
 
@@ -158,6 +161,9 @@ fn family_error(e: FamilyError) -> Response {
             "the account is not a live guardian of this family",
         ),
         FamilyError::Local(l) => crate::admin::local_error(l),
+        FamilyError::Directory(homeroom_directory::DirectoryError::NotFound { .. }) => {
+            not_found("live family")
+        }
         other => internal(other),
     }
 }
@@ -300,6 +306,72 @@ pub async fn primary(
     }
 }
 
+/// The body of `POST /admin/api/families/{id}/merge`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeFrom {
+    /// The family merged into this one (same tenant).
+    #[schema(min_length = 1, max_length = 100)]
+    pub from: String,
+}
+
+/// Merges another family of the tenant into this one: its learners move here; its
+/// guardians (its primary too) and this family's secondaries lose access; this family's
+/// primary stays and invites again; everyone affected is emailed.
+#[utoipa::path(post, path = "/admin/api/families/{id}/merge", params(("id" = String, Path, description = "Family id (the one that stays)")), request_body = MergeFrom, responses((status = 200, body = PrimaryChanged), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+pub async fn merge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let admin = match authenticate(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let into = match own_family(&state, &admin, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let m: MergeFrom = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return bad("from", &format!("send {{\"from\": \"fam_...\"}}: {e}")),
+    };
+    let from = m.from.trim();
+    if from.is_empty() || from.len() > 100 {
+        return bad("from", "a family id of your tenant");
+    }
+    if from == into.id {
+        return bad("from", "a family cannot be merged into itself");
+    }
+    // Another tenant's family is as unknown as a missing one.
+    if let Err(r) = own_family(&state, &admin, from).await {
+        return r;
+    }
+    let revoked = match family::merge(&state, from, &into.id, &admin.actor).await {
+        Ok(r) => r,
+        Err(e) => return family_error(e),
+    };
+    changed(
+        &state,
+        &admin,
+        "admin.family_merged",
+        serde_json::json!({"from": from, "into": into.id}),
+    );
+    let f = match own_family(&state, &admin, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match family_out(&state, f).await {
+        Ok(f) => axum::Json(PrimaryChanged {
+            family: f,
+            revoked: revoked.iter().map(|g| g.account.to_string()).collect(),
+        })
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 /// The body of `POST /admin/api/families/{id}/students`.
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -406,14 +478,15 @@ pub async fn reset(
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(families, family, revoke, primary, link_student, reset),
+    paths(families, family, revoke, primary, merge, link_student, reset),
     components(schemas(
         FamilyOut,
         GuardianOut,
         StudentOut,
         PrimaryChange,
         PrimaryChanged,
-        StudentLink
+        StudentLink,
+        MergeFrom
     ))
 )]
 pub struct FamilyApiDoc;
@@ -428,6 +501,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/api/families/{id}/primary", post(primary))
         .route("/admin/api/families/{id}/students", post(link_student))
+        .route("/admin/api/families/{id}/merge", post(merge))
         .route(
             "/admin/api/families/{id}/guardians/{account}/reset",
             post(reset),

@@ -712,7 +712,7 @@ async fn primary_change_revokes_everyone_emails_them_and_staff_cannot_grant() {
     .await;
     let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     let fam_paths: Vec<&String> = paths.iter().filter(|p| p.contains("famil")).collect();
-    assert_eq!(fam_paths.len(), 5, "{fam_paths:?}");
+    assert_eq!(fam_paths.len(), 7, "{fam_paths:?}");
     assert!(
         fam_paths
             .iter()
@@ -1190,4 +1190,127 @@ async fn staff_link_a_rostered_learner_by_sourced_id() {
         .await
         .unwrap();
     assert_eq!(events.len(), 1, "the link is an audit event");
+}
+
+/// A merge is a primary change for the absorbed family: its guardians (primary too) and the
+/// remaining family's secondaries lose access, learners move, everyone is emailed; bad
+/// merges change nothing, and a merged family cannot be revived by a primary change.
+#[tokio::test]
+async fn merging_families_revokes_access_moves_learners_and_emails_everyone() {
+    let h = harness_with(opts(fast)).await;
+    setup_app(&h).await;
+    let pat = person(&h, "pat@example.com", "Pat Primary").await;
+    let sam = person(&h, "sam@example.com", "Sam Second").await;
+    let quinn = person(&h, "quinn@example.com", "Quinn Other").await;
+    let ria = person(&h, "ria@example.com", "Ria Other").await;
+    let kid = learner(&h, "Maya").await;
+    let a = family_with_secondary(&h, "Chen family", &pat, &sam).await;
+    let b = family_with_secondary(&h, "Chen-Okafor family", &quinn, &ria).await;
+    h.state
+        .directory
+        .link_family_student(&b, &kid, "sourced_id", h.state.now())
+        .await
+        .unwrap();
+    let token = admin_token(&h).await;
+    let c = reqwest::Client::new();
+    let merge = |into: String, body: serde_json::Value| {
+        let c = c.clone();
+        let token = token.clone();
+        let base = h.base.clone();
+        async move {
+            c.post(format!("{base}/admin/api/families/{into}/merge"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Bad merges: refused, nothing changed.
+    let r = merge(a.clone(), serde_json::json!({"from": a})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["field"], "from");
+    let r = merge(a.clone(), serde_json::json!({"from": "fam_nope"})).await;
+    assert_eq!(r.status(), 404);
+    let r = merge(a.clone(), serde_json::json!({"family": b})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        h.state
+            .directory
+            .family_guardians(&b, false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // B into A.
+    let r = merge(a.clone(), serde_json::json!({"from": b})).await;
+    assert_eq!(r.status(), 200);
+    let out = json(r).await;
+    let mut revoked: Vec<String> = out["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    revoked.sort();
+    let mut expected = vec![sam.to_string(), quinn.to_string(), ria.to_string()];
+    expected.sort();
+    assert_eq!(revoked, expected, "{out}");
+    assert_eq!(
+        out["family"]["students"][0]["account"],
+        kid.as_str(),
+        "{out}"
+    );
+    let live_a = h.state.directory.family_guardians(&a, false).await.unwrap();
+    assert_eq!(live_a.len(), 1);
+    assert_eq!(live_a[0].account, pat, "the remaining primary stays");
+    assert!(
+        h.state
+            .directory
+            .family_guardians(&b, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.state
+            .directory
+            .family_students(&b)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let gone = h.state.directory.get_family(&b).await.unwrap().unwrap();
+    assert_eq!(gone.merged_into.as_deref(), Some(a.as_str()));
+    for who in [
+        "pat@example.com",
+        "sam@example.com",
+        "quinn@example.com",
+        "ria@example.com",
+    ] {
+        assert!(
+            kinds_to(&h, who).await.iter().any(|k| k == "family_merged"),
+            "{who} is told"
+        );
+    }
+    // Merged once: neither merged again nor revived by a primary change.
+    let r = merge(a.clone(), serde_json::json!({"from": b})).await;
+    assert_eq!(r.status(), 404);
+    let r = c
+        .post(format!("{}/admin/api/families/{b}/primary", h.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"account": quinn.as_str()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        h.state
+            .directory
+            .family_guardians(&b, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

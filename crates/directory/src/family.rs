@@ -79,6 +79,9 @@ pub struct Family {
     pub primary: AccountId,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The family this one was merged into (it has no live guardians or learners then).
+    #[serde(default)]
+    pub merged_into: Option<String>,
 }
 
 /// A guardian's membership of a family (revoked ones are kept for the record).
@@ -203,6 +206,7 @@ fn family_from_row(row: &AnyRow) -> Result<Family, DirectoryError> {
         primary: AccountId::new(col::<String>(row, "primary_account_id")?),
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
+        merged_into: col(row, "merged_into")?,
     })
 }
 
@@ -346,6 +350,7 @@ impl Directory {
             primary: primary.clone(),
             created_at: now,
             updated_at: now,
+            merged_into: None,
         };
         let mut tx = self.pool.begin().await.map_err(db)?;
         insert_family(&mut *tx, &f).await?;
@@ -435,7 +440,7 @@ impl Directory {
     ) -> Result<Vec<Membership>, DirectoryError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {GUARDIAN_COLUMNS}, f.id, f.tenant_id, f.name, f.primary_account_id,
-                f.created_at, f.updated_at
+                f.created_at, f.updated_at, f.merged_into
              FROM family_guardians g JOIN families f ON f.id = g.family_id
              WHERE g.account_id = $1 AND g.revoked_at IS NULL
              ORDER BY g.added_at, g.id"
@@ -748,6 +753,11 @@ impl Directory {
             .ok_or_else(|| DirectoryError::NotFound {
                 what: format!("family {family}"),
             })?;
+        if f.merged_into.is_some() {
+            return Err(DirectoryError::NotFound {
+                what: format!("live family {family} (it was merged)"),
+            });
+        }
         match self.get_account(new_primary).await? {
             Some(a) if a.tenant == f.tenant => {}
             _ => {
@@ -823,6 +833,118 @@ impl Directory {
             now,
         )
         .await?;
+        for m in mails_for(&revoked) {
+            insert_mail(&mut *tx, &m).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(revoked)
+    }
+
+    /// Merges family `from` into `into` (same tenant) in one transaction: `from`'s learners
+    /// move to `into`; every live guardian of `from` (its primary too) and every live
+    /// secondary of `into` is revoked, with both families' pending invitations; `into`'s
+    /// primary stays and must invite again; `from` records `merged_into`. The revoked
+    /// memberships, whose mails `mails_for` writes in the same transaction.
+    pub async fn merge_families<F>(
+        &self,
+        from: &str,
+        into: &str,
+        by: &str,
+        now: i64,
+        mails_for: F,
+    ) -> Result<Vec<Guardian>, DirectoryError>
+    where
+        F: FnOnce(&[Guardian]) -> Vec<NewMail> + Send,
+    {
+        if from == into {
+            return Err(DirectoryError::Invalid(
+                "a family cannot be merged into itself".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Marked first (a write, so SQLite takes the write lock now): only a live family of
+        // the same tenant as a live `into` is merged; a concurrent merge makes this fail.
+        let marked = sqlx::query(
+            "UPDATE families SET merged_into = $2, updated_at = $3
+             WHERE id = $1 AND merged_into IS NULL AND EXISTS (
+                SELECT 1 FROM families i WHERE i.id = $2 AND i.merged_into IS NULL
+                  AND i.tenant_id = families.tenant_id)",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if marked.rows_affected() != 1 {
+            drop(tx);
+            return Err(DirectoryError::NotFound {
+                what: format!("live families {from} and {into} of one tenant"),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO family_students (family_id, account_id, linked_by, linked_at)
+             SELECT $2, account_id, linked_by, $3 FROM family_students WHERE family_id = $1
+             ON CONFLICT (family_id, account_id) DO NOTHING",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM family_students WHERE family_id = $1")
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {GUARDIAN_COLUMNS} FROM family_guardians g
+             WHERE g.revoked_at IS NULL
+               AND (g.family_id = $1 OR (g.family_id = $2 AND g.role = 'secondary'))
+             ORDER BY g.added_at, g.id"
+        )))
+        .bind(from)
+        .bind(into)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut revoked: Vec<Guardian> = rows
+            .iter()
+            .map(guardian_from_row)
+            .collect::<Result<_, _>>()?;
+        sqlx::query(
+            "UPDATE family_guardians SET revoked_at = $3, revoked_by = $4
+             WHERE revoked_at IS NULL
+               AND (family_id = $1 OR (family_id = $2 AND role = 'secondary'))",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(now)
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        for g in &mut revoked {
+            g.revoked_at = Some(now);
+            g.revoked_by = Some(by.to_owned());
+        }
+        sqlx::query(
+            "UPDATE family_invitations SET revoked_at = $3
+             WHERE family_id IN ($1, $2) AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("UPDATE families SET updated_at = $2 WHERE id = $1")
+            .bind(into)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         for m in mails_for(&revoked) {
             insert_mail(&mut *tx, &m).await?;
         }
@@ -1040,6 +1162,7 @@ impl Directory {
                     primary: guardian.id.clone(),
                     created_at: now,
                     updated_at: now,
+                    merged_into: None,
                 };
                 insert_family(&mut *tx, &f).await?;
                 insert_guardian(

@@ -17,6 +17,7 @@ on_both_backends!(
     primary_change_revokes_every_membership_and_invitation,
     only_the_primary_accepts_policies,
     parent_code_is_single_use_and_expires,
+    merge_moves_learners_and_revokes_in_one_step,
 );
 
 async fn setup(dir: &Directory) -> (Family, AccountId) {
@@ -289,5 +290,58 @@ async fn parent_code_is_single_use_and_expires(dir: Directory) {
             .await
             .unwrap(),
         CodeUse::Expired
+    );
+}
+
+async fn merge_moves_learners_and_revokes_in_one_step(dir: Directory) {
+    let (a, p) = setup(&dir).await;
+    let q = AccountId::new("acc_q");
+    let kid = AccountId::new("acc_kid");
+    let b = dir
+        .create_family(&TenantId::new("d1"), "Other family", &q, "test", 1000)
+        .await
+        .unwrap();
+    dir.link_family_student(&b.id, &kid, "sourced_id", 1000)
+        .await
+        .unwrap();
+    // Into itself or an unknown family: nothing changes.
+    assert!(
+        dir.merge_families(&b.id, &b.id, "it", 1200, |_| vec![])
+            .await
+            .is_err()
+    );
+    assert!(
+        dir.merge_families(&b.id, "fam_nope", "it", 1200, |_| vec![])
+            .await
+            .is_err()
+    );
+    assert_eq!(dir.family_students(&b.id).await.unwrap().len(), 1);
+    let revoked = dir
+        .merge_families(&b.id, &a.id, "it", 1200, |_| vec![])
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].account, q);
+    let moved = dir.family_students(&a.id).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].account, kid);
+    assert!(dir.family_students(&b.id).await.unwrap().is_empty());
+    assert_eq!(
+        dir.get_family(&b.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .merged_into
+            .as_deref(),
+        Some(a.id.as_str())
+    );
+    let live = dir.family_guardians(&a.id, false).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].account, p);
+    // Merged once only.
+    assert!(
+        dir.merge_families(&b.id, &a.id, "it", 1300, |_| vec![])
+            .await
+            .is_err()
     );
 }
