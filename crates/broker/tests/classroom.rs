@@ -10,79 +10,8 @@ use homeroom_broker::classroom::CodeKey;
 use homeroom_core::{AccountId, TenantId};
 use homeroom_directory::LocalPolicy;
 
-const USERS_HEADER: &str = "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password";
 const GRACE: &str = "grace.hopper@demo.homeroom.test";
 const OMAR: &str = "omar.haddad@demo.homeroom.test";
-
-async fn import(h: &Harness) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut manifest =
-        String::from("propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\n");
-    for name in [
-        "academicSessions",
-        "categories",
-        "classResources",
-        "courses",
-        "courseResources",
-        "demographics",
-        "lineItems",
-        "resources",
-        "results",
-    ] {
-        manifest.push_str(&format!("file.{name},absent\n"));
-    }
-    manifest.push_str("file.orgs,bulk\nfile.users,bulk\nfile.classes,bulk\nfile.enrollments,bulk\nsource.systemName,Test SIS\n");
-    std::fs::write(tmp.path().join("manifest.csv"), manifest).unwrap();
-    std::fs::write(tmp.path().join("orgs.csv"), "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId\nd1,,,Demo District,district,,\ns1,,,North School,school,,d1\ns2,,,South School,school,,d1\n").unwrap();
-    let users = [
-        "u1,,,true,s1,student,maya,,Maya,Chen,,1001,maya.chen@demo.homeroom.test,,,,07,",
-        "u2,,,true,s1,student,leo,,Leo,Okafor,,1002,leo.okafor@demo.homeroom.test,,,,07,",
-        // A name a spreadsheet would run as a formula.
-        "u3,,,true,s1,student,sam,,=HYPERLINK(\"\"http://x\"\"),Patel,,1004,,,,,07,",
-        "u4,,,true,s1,student,ana,,Ana,Ruiz,,1003,ana.ruiz@demo.homeroom.test,,,,07,",
-        "t1,,,true,s1,teacher,grace,,Grace,Hopper,,2001,grace.hopper@demo.homeroom.test,,,,,",
-        "t2,,,true,s1,teacher,omar,,Omar,Haddad,,2002,omar.haddad@demo.homeroom.test,,,,,",
-    ];
-    let mut csv = format!("{USERS_HEADER}\n");
-    for u in users {
-        csv.push_str(u);
-        csv.push('\n');
-    }
-    std::fs::write(tmp.path().join("users.csv"), csv).unwrap();
-    std::fs::write(
-        tmp.path().join("classes.csv"),
-        "sourcedId,status,dateLastModified,title,grades,courseSourcedId,classCode,classType,location,schoolSourcedId,termSourcedIds,subjects,subjectCodes,periods\n\
-         c1,,,7A Science,07,,,homeroom,,s1,,,,\n\
-         c2,,,7B Maths,07,,,homeroom,,s1,,,,\n",
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("enrollments.csv"),
-        "sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,role,primary,beginDate,endDate\n\
-         e1,,,c1,s1,u1,student,,,\n\
-         e2,,,c1,s1,u2,student,,,\n\
-         e3,,,c1,s1,u3,student,,,\n\
-         e4,,,c2,s1,u4,student,,,\n\
-         e5,,,c1,s1,t1,teacher,true,,\n\
-         e6,,,c2,s1,t2,teacher,true,,\n",
-    )
-    .unwrap();
-    let mut progress = |_p: homeroom_roster::Progress<'_>| {};
-    let report = homeroom_roster::import_path(
-        &h.state.directory,
-        &TenantId::new("t1"),
-        tmp.path(),
-        &Default::default(),
-        &mut progress,
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(report.status, homeroom_roster::ImportStatus::Ok),
-        "{}",
-        report.render_text()
-    );
-}
 
 fn enable(s: &mut homeroom_broker::Settings) {
     s.classroom.tenants.insert(TenantId::new("t1"));
@@ -95,7 +24,7 @@ async fn setup() -> Harness {
         ..Opts::default()
     })
     .await;
-    import(&h).await;
+    roster::class_fixture(&h).await;
     h
 }
 
@@ -533,7 +462,7 @@ async fn codes_are_stored_encrypted() {
 #[tokio::test]
 async fn sso_tenant_learners_have_no_code_and_the_page_names_the_provider() {
     let h = harness().await;
-    import(&h).await;
+    roster::class_fixture(&h).await;
     let grace = signed_in(&h, GRACE).await;
     let (status, page) = get(&grace, &h, "/classroom/class/c1").await;
     assert_eq!(status, 200, "{page}");
@@ -569,7 +498,7 @@ async fn code_sign_in_and_scopes_on_postgres() {
         ..Opts::default()
     })
     .await;
-    import(&h).await;
+    roster::class_fixture(&h).await;
     let grace = signed_in(&h, GRACE).await;
     let (class_code, code) = reset_learner(&grace, &h, "u1").await;
     let (status, home) = get(&grace, &h, "/classroom").await;

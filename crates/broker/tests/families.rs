@@ -1043,63 +1043,19 @@ async fn family_mails_reach_a_real_smtp_server() {
     );
 }
 
-/// A one-learner OneRoster package (Maya, sourcedId `u1`), imported into t1.
-async fn import_maya(h: &Harness) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut manifest =
-        String::from("propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\n");
-    for name in [
-        "academicSessions",
-        "categories",
-        "classResources",
-        "courses",
-        "courseResources",
-        "demographics",
-        "lineItems",
-        "resources",
-        "results",
-        "classes",
-        "enrollments",
-    ] {
-        manifest.push_str(&format!("file.{name},absent\n"));
-    }
-    manifest.push_str("file.orgs,bulk\nfile.users,bulk\nsource.systemName,Test SIS\n");
-    std::fs::write(tmp.path().join("manifest.csv"), manifest).unwrap();
-    std::fs::write(
-        tmp.path().join("orgs.csv"),
-        "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId\n\
-         d1,,,Demo District,district,,\ns1,,,North School,school,,d1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("users.csv"),
-        "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password\n\
-         u1,,,true,s1,student,maya,,Maya,Chen,,1001,maya.chen@demo.homeroom.test,,,,07,\n",
-    )
-    .unwrap();
-    let mut progress = |_p: homeroom_roster::Progress<'_>| {};
-    let report = homeroom_roster::import_path(
-        &h.state.directory,
-        &TenantId::new("t1"),
-        tmp.path(),
-        &Default::default(),
-        &mut progress,
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(report.status, homeroom_roster::ImportStatus::Ok),
-        "{report:?}"
-    );
-}
-
 /// Staff link a rostered learner to a family by sourcedId; bad input names the field and
 /// links nothing; another tenant's admin cannot touch the family.
 #[tokio::test]
 async fn staff_link_a_rostered_learner_by_sourced_id() {
     let h = harness_with(opts(fast)).await;
     setup_app(&h).await;
-    import_maya(&h).await;
+    roster::import(
+        &h,
+        &["u1,,,true,s1,student,maya,,Maya,Chen,,1001,maya.chen@demo.homeroom.test,,,,07,"],
+        None,
+        None,
+    )
+    .await;
     let p = person(&h, "pat@example.com", "Pat Primary").await;
     let fam = h
         .state

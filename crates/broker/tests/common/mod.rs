@@ -2,6 +2,7 @@
 //! session store, a manual clock, and the sandbox OIDC IdP as the tenant's upstream.
 #![allow(dead_code)]
 
+pub mod roster;
 pub mod smtp;
 
 use homeroom_broker::keys::KeySet;
