@@ -140,6 +140,29 @@ async fn own_family(
     }
 }
 
+/// The authenticated admin and a family of their tenant, or the JSON refusal.
+async fn admin_and_family(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(crate::admin::Admin, homeroom_directory::Family), Response> {
+    let admin = authenticate(state, headers).await?;
+    let f = own_family(state, &admin, id).await?;
+    Ok((admin, f))
+}
+
+/// The family as it is now (after a change), as the JSON answer.
+async fn family_response(state: &AppState, admin: &crate::admin::Admin, id: &str) -> Response {
+    let f = match own_family(state, admin, id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match family_out(state, f).await {
+        Ok(f) => axum::Json(f).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 fn family_error(e: FamilyError) -> Response {
     match e {
         FamilyError::NoFamily => not_found("family"),
@@ -200,12 +223,8 @@ pub async fn family(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let admin = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let f = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
+    let (_, f) = match admin_and_family(&state, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match family_out(&state, f).await {
@@ -222,12 +241,8 @@ pub async fn revoke(
     headers: HeaderMap,
     Path((id, account)): Path<(String, String)>,
 ) -> Response {
-    let admin = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let f = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
+    let (admin, f) = match admin_and_family(&state, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let account = AccountId::new(account);
@@ -256,12 +271,8 @@ pub async fn primary(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let admin = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let f = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
+    let (admin, f) = match admin_and_family(&state, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let change: PrimaryChange = match serde_json::from_slice(&body) {
@@ -325,12 +336,8 @@ pub async fn merge(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let admin = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let into = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
+    let (admin, into) = match admin_and_family(&state, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let m: MergeFrom = match serde_json::from_slice(&body) {
@@ -390,12 +397,8 @@ pub async fn link_student(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let admin = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let f = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
+    let (admin, f) = match admin_and_family(&state, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let link: StudentLink = match serde_json::from_slice(&body) {
@@ -431,14 +434,7 @@ pub async fn link_student(
         "admin.family_student_linked",
         serde_json::json!({"family": f.id, "learner": learner, "sourced_id": sourced}),
     );
-    let f = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    match family_out(&state, f).await {
-        Ok(f) => axum::Json(f).into_response(),
-        Err(e) => internal(e),
-    }
+    family_response(&state, &admin, &id).await
 }
 
 /// Sends one guardian a reset-password link to their own email address.
@@ -448,12 +444,8 @@ pub async fn reset(
     headers: HeaderMap,
     Path((id, account)): Path<(String, String)>,
 ) -> Response {
-    let admin = match authenticate(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let f = match own_family(&state, &admin, &id).await {
-        Ok(f) => f,
+    let (admin, f) = match admin_and_family(&state, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let account = AccountId::new(account);
