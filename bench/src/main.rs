@@ -200,7 +200,7 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
         let hr = env.homeroom_base.clone();
         results.loads.push(
             load::run_get(
-                &http,
+                env,
                 "discovery",
                 &format!("{hr}/.well-known/openid-configuration"),
                 None,
@@ -211,7 +211,7 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
         );
         results
             .loads
-            .push(load::run_get(&http, "jwks", &format!("{hr}/oauth2/jwks"), None, dur, c).await);
+            .push(load::run_get(env, "jwks", &format!("{hr}/oauth2/jwks"), None, dur, c).await);
         // Prefer the ES256 token (the goal's algorithm); fall back to whatever we have.
         let tok = tokens
             .iter()
@@ -227,7 +227,7 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
                 };
                 results
                     .loads
-                    .push(load::run_introspect(&http, &hr, &app, &token, dur, c).await);
+                    .push(load::run_introspect(env, &hr, &app, &token, dur, c).await);
                 if let Some(p) = perf {
                     results
                         .perf_tops
@@ -235,7 +235,7 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
                 }
                 results.loads.push(
                     load::run_get(
-                        &http,
+                        env,
                         &format!("userinfo ({})", app.alg),
                         &format!("{hr}/oauth2/userinfo"),
                         Some(&token),
@@ -255,7 +255,7 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
                     results.node_version = version;
                     results.node_loads.push(
                         load::run_get(
-                            &http,
+                            env,
                             "discovery",
                             &format!("{base}/.well-known/openid-configuration"),
                             None,
@@ -265,7 +265,7 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
                         .await,
                     );
                     results.node_loads.push(
-                        load::run_get(&http, "jwks", &format!("{base}/jwks"), None, dur, c).await,
+                        load::run_get(env, "jwks", &format!("{base}/jwks"), None, dur, c).await,
                     );
                     env.stop_node().await;
                 }

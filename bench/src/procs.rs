@@ -586,6 +586,12 @@ id_token_alg = "RS256"
             m.insert("redis".to_owned(), crate::cpu_ticks(p).unwrap_or(0));
         }
         m.insert("postgres".to_owned(), postgres_ticks());
+        if let Some(pid) = self.node.as_ref().and_then(Child::id) {
+            m.insert(
+                "oidc-provider".to_owned(),
+                crate::cpu_ticks(pid).unwrap_or(0),
+            );
+        }
         CpuSnap {
             per: m,
             machine: crate::machine_ticks(),

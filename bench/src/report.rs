@@ -179,13 +179,13 @@ pub fn render(args: &Args, r: &Results, elapsed: Duration) -> String {
         );
         let _ = writeln!(
             o,
-            "| endpoint | server | req/s | p50 ms | p99 ms | errors | vs oidc-provider |"
+            "| endpoint | server | req/s | p50 ms | p99 ms | errors | vs oidc-provider | CPU µs/request |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
         let row = |o: &mut String, l: &LoadResult, server: &str, ratio: Option<f64>| {
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {}{} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {}{} | {} | {} |",
                 l.name,
                 server,
                 l.rps,
@@ -196,7 +196,13 @@ pub fn render(args: &Args, r: &Results, elapsed: Duration) -> String {
                     .as_ref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default(),
-                ratio.map(|x| format!("{x:.2}x")).unwrap_or_default()
+                ratio.map(|x| format!("{x:.2}x")).unwrap_or_default(),
+                l.cpu_us_per_req
+                    .iter()
+                    .filter(|(_, us)| *us >= 0.05)
+                    .map(|(k, us)| format!("{k} {us:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         };
         for l in &r.loads {

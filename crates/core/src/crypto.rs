@@ -27,10 +27,12 @@ pub fn random_token(bytes: usize) -> Result<String, RandomError> {
 /// Lower-case hex SHA-256 of a string: how secrets (codes, refresh tokens, client secrets)
 /// are stored and looked up, so the store never holds a usable secret.
 pub fn sha256_hex(input: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(input.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
 }

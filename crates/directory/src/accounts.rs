@@ -158,6 +158,7 @@ impl Directory {
         tenant: &TenantId,
         email: &str,
     ) -> Result<Vec<Account>, DirectoryError> {
+        // One index fits (tenant_id, email_norm): see migration 20261207000001.
         let rows = sqlx::query("SELECT * FROM accounts WHERE tenant_id = $1 AND email_norm = $2 ORDER BY created_at, id")
             .bind(tenant.as_str())
             .bind(normalise_email(email))

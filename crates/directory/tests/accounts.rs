@@ -354,3 +354,48 @@ async fn roles_email_stems_schools_and_roster_links(dir: Directory) {
         assert!(dir.get_account(&a.id).await.unwrap().is_none(), "{id}");
     }
 }
+
+/// A first sign-in looks the account up by (tenant, email). On a table PostgreSQL has not
+/// analysed yet (a new school's first morning) its generic plan once used the
+/// (tenant, username) index with the email as a filter: every account of the tenant read per
+/// sign-in. The plan must use the email index whatever the statistics say.
+#[tokio::test]
+async fn postgres_email_lookup_plans_on_the_email_index() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let dir = Directory::connect(&schema.url).await.unwrap();
+    setup(&dir).await;
+    for i in 0..50 {
+        let a = account(
+            &format!("acc_{i}"),
+            "d1",
+            Some(&format!("s{i}@example.org")),
+            1000 + i,
+        );
+        dir.create_account(&a, None).await.unwrap();
+    }
+    dir.close().await;
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+        .await
+        .unwrap();
+    let plans: Vec<String> = sqlx::raw_sql(
+        "SET plan_cache_mode = force_generic_plan;
+         PREPARE by_email(text, text) AS SELECT * FROM accounts WHERE tenant_id = $1 AND email_norm = $2 ORDER BY created_at, id;
+         EXPLAIN EXECUTE by_email('d1', 's7@example.org');",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+    .iter()
+    .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
+    .collect();
+    let plan = plans.join("\n");
+    assert!(
+        plan.contains("accounts_tenant_email"),
+        "the email lookup must use (tenant_id, email_norm):\n{plan}"
+    );
+    assert!(!plan.contains("username"), "{plan}");
+    let _ = sqlx::Connection::close(c).await;
+    schema.drop_schema().await;
+}

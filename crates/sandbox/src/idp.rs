@@ -169,6 +169,10 @@ struct IdpState {
 
 struct Inner {
     config: OidcIdpConfig,
+    /// `sub` -> index in `config.users`, and lower-cased email -> index (first wins, as the
+    /// linear scan did): a `login_hint` is two lookups, not a scan of the whole school.
+    by_sub: std::collections::HashMap<String, usize>,
+    by_email: std::collections::HashMap<String, usize>,
     /// Short critical sections only; never held across an `.await`.
     state: Mutex<IdpState>,
 }
@@ -177,6 +181,18 @@ struct Inner {
 #[derive(Clone)]
 pub struct OidcIdp {
     inner: Arc<Inner>,
+}
+
+/// An index of the users by `key`, the first user winning a shared key.
+fn index_by(
+    users: &[SandboxUser],
+    key: impl Fn(&SandboxUser) -> String,
+) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::with_capacity(users.len());
+    for (i, u) in users.iter().enumerate() {
+        m.entry(key(u)).or_insert(i);
+    }
+    m
 }
 
 /// Stops the served IdP when dropped.
@@ -243,6 +259,8 @@ impl OidcIdp {
     pub fn new(config: OidcIdpConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                by_sub: index_by(&config.users, |u| u.sub.clone()),
+                by_email: index_by(&config.users, |u| u.email.to_ascii_lowercase()),
                 config,
                 state: Mutex::new(IdpState::default()),
             }),
@@ -360,11 +378,13 @@ impl OidcIdp {
     }
 
     fn user_index(&self, hint: &str) -> Option<usize> {
-        self.inner
-            .config
-            .users
-            .iter()
-            .position(|u| u.sub == hint || u.email.eq_ignore_ascii_case(hint))
+        let by_sub = self.inner.by_sub.get(hint).copied();
+        let by_email = self.inner.by_email.get(&hint.to_ascii_lowercase()).copied();
+        // The sub matches exactly, the email in any case; the earlier user wins.
+        match (by_sub, by_email) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn claims_for(
@@ -420,9 +440,7 @@ impl OidcIdp {
     }
 
     fn sign(&self, claims: &Map<String, Value>, key: &SandboxKeys) -> String {
-        let mut h = Header::new(Algorithm::RS256);
-        h.kid = Some(key.kid().to_owned());
-        jsonwebtoken::encode(&h, claims, key.encoding_key()).unwrap_or_default()
+        key.sign_rs256(Some("JWT"), claims).unwrap_or_default()
     }
 
     /// Mints an ID token for a redeemed grant, applying the current tamper.
@@ -871,6 +889,23 @@ mod tests {
         );
         let (idp, addr, guard) = OidcIdp::bind_and_serve(config).await.unwrap();
         (idp, format!("http://{addr}"), guard)
+    }
+
+    #[tokio::test]
+    async fn login_hint_matches_sub_exactly_and_email_in_any_case() {
+        let (idp, _base, _guard) = start().await;
+        let users = &idp.inner.config.users;
+        let maya = users
+            .iter()
+            .position(|u| u.email == "maya.chen@demo.homeroom.test")
+            .unwrap();
+        assert_eq!(idp.user_index("MAYA.Chen@demo.homeroom.test"), Some(maya));
+        assert_eq!(idp.user_index(&users[maya].sub), Some(maya));
+        let upper_sub = users[maya].sub.to_ascii_uppercase();
+        if upper_sub != users[maya].sub {
+            assert_eq!(idp.user_index(&upper_sub), None, "a sub is matched exactly");
+        }
+        assert_eq!(idp.user_index("nobody@demo.homeroom.test"), None);
     }
 
     fn http() -> reqwest::Client {

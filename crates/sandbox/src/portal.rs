@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -421,9 +420,7 @@ impl PortalCore {
     /// [`PortalTamper::BadSignature`], changes a claim after signing.
     pub fn sign(&self, mut claims: Map<String, Value>) -> String {
         let keys = &self.cfg.keys;
-        let mut h = Header::new(Algorithm::RS256);
-        h.kid = Some(keys.kid().to_owned());
-        let signed = jsonwebtoken::encode(&h, &claims, keys.encoding_key()).unwrap_or_default();
+        let signed = keys.sign_rs256(Some("JWT"), &claims).unwrap_or_default();
         if self.tamper() != PortalTamper::BadSignature {
             return signed;
         }
