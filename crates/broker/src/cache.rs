@@ -30,7 +30,7 @@ const MAX_TENANTS: usize = 10_000;
 #[derive(Default)]
 pub struct Caches {
     /// SHA-256 of the token -> (claims, exp).
-    tokens: Mutex<HashMap<[u8; 32], (serde_json::Value, i64)>>,
+    tokens: Mutex<HashMap<[u8; 32], (std::sync::Arc<serde_json::Value>, i64)>>,
     /// client id -> (record or known-absent, fetched at).
     apps: Mutex<HashMap<ClientId, (Option<AppRecord>, i64)>>,
     /// tenant id -> (record or known-absent, fetched at).
@@ -51,7 +51,11 @@ fn key(token: &str) -> [u8; 32] {
 }
 
 impl Caches {
-    pub fn verified_token(&self, token: &str, now: i64) -> Option<serde_json::Value> {
+    pub fn verified_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Option<std::sync::Arc<serde_json::Value>> {
         let k = key(token);
         let mut map = lock(&self.tokens);
         match map.get(&k) {
@@ -64,7 +68,12 @@ impl Caches {
         }
     }
 
-    pub fn remember_token(&self, token: &str, claims: &serde_json::Value, exp: i64) {
+    pub fn remember_token(
+        &self,
+        token: &str,
+        claims: &std::sync::Arc<serde_json::Value>,
+        exp: i64,
+    ) {
         let mut map = lock(&self.tokens);
         if map.len() >= MAX_TOKENS {
             map.clear();

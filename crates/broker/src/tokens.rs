@@ -126,7 +126,8 @@ fn int_claim(c: &Value, k: &str) -> Option<i64> {
 /// A validated, active access token.
 #[derive(Debug, Clone)]
 pub struct ActiveToken {
-    pub claims: Value,
+    /// Shared with the verified-token cache (no copy of the claims per request).
+    pub claims: std::sync::Arc<Value>,
     pub family: Family,
 }
 
@@ -154,6 +155,7 @@ pub async fn validate_access_token(state: &AppState, token: &str) -> Option<Acti
             if exp <= state.now() {
                 return None;
             }
+            let claims = std::sync::Arc::new(claims);
             state.caches.remember_token(token, &claims, exp);
             claims
         }
