@@ -26,11 +26,14 @@ const MAX_APPS: usize = 10_000;
 const APP_TTL_SECS: i64 = 30;
 const MAX_TENANTS: usize = 10_000;
 
+/// Verified claims, shared between the cache and the requests that use them.
+pub type Claims = std::sync::Arc<serde_json::Value>;
+
 /// See the module docs. One per `AppState`.
 #[derive(Default)]
 pub struct Caches {
     /// SHA-256 of the token -> (claims, exp).
-    tokens: Mutex<HashMap<[u8; 32], (std::sync::Arc<serde_json::Value>, i64)>>,
+    tokens: Mutex<HashMap<[u8; 32], (Claims, i64)>>,
     /// client id -> (record or known-absent, fetched at).
     apps: Mutex<HashMap<ClientId, (Option<AppRecord>, i64)>>,
     /// tenant id -> (record or known-absent, fetched at).
@@ -51,11 +54,7 @@ fn key(token: &str) -> [u8; 32] {
 }
 
 impl Caches {
-    pub fn verified_token(
-        &self,
-        token: &str,
-        now: i64,
-    ) -> Option<std::sync::Arc<serde_json::Value>> {
+    pub fn verified_token(&self, token: &str, now: i64) -> Option<Claims> {
         let k = key(token);
         let mut map = lock(&self.tokens);
         match map.get(&k) {
