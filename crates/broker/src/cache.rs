@@ -1,8 +1,8 @@
 //! Small in-process caches on hot paths (introspection, userinfo, the token endpoint):
 //!
-//! - verified access tokens: a token whose signature and claims were checked once is not
-//!   checked again until it expires. Revocation stays immediate: the token family is still
-//!   looked up on every use.
+//! - verified access tokens: a token whose signature and claims were checked once, or that
+//!   this instance signed itself, is not checked again until it expires. Revocation stays
+//!   immediate: the token family is still looked up on every use.
 //! - apps by client id, for 30 s: several instances and the admin API may change an app;
 //!   30 s bounds how long an old registration is served.
 //! - tenants by id and by email domain, for 30 s likewise (tenants come from the

@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use homeroom_core::crypto::{self, sha256_hex};
 use homeroom_core::{LoginError, RefId};
-use homeroom_session::Gcra;
+use homeroom_session::{Gcra, GcraStep};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -255,36 +255,65 @@ pub async fn browser_limits(State(state): State<AppState>, req: Request, next: N
             ),
         ],
     };
-    for (class, key, _, hard) in &buckets {
-        if let Gcra::Limited { retry_after_ms } = step(&state, &format!("{key}:h"), *hard).await {
-            crate::metrics::limit("block", class);
-            let retry_after = retry_after_ms.div_ceil(1000).max(1);
-            let ref_id = RefId::generate();
-            let err = LoginError::TooManyAttempts { retry_after };
-            audit::refusal(
-                &state,
-                &ref_id,
-                &err,
-                &format!("hard limit of the {class} bucket"),
-                Ev::default(),
-            );
-            remember(&state, "blocked", class, key, retry_after).await;
-            return respond::error_page(
-                &err,
-                &ref_id,
-                state.now(),
-                &PageCtx::from_headers(req.headers()),
-            );
-        }
+    // The pass is checked before any bucket is charged (it reads nothing shared once the
+    // key is known), so that every bucket of the request goes to the store in one step: hard
+    // buckets first, then, for a browser without a valid pass, the soft ones. The first
+    // limited bucket decides, exactly as one call per bucket did.
+    let key = secret(&state).await;
+    let passed = key
+        .as_deref()
+        .is_some_and(|k| has_valid_pass(&state, k, req.headers(), ip));
+    let mut steps: Vec<GcraStep> = buckets
+        .iter()
+        .map(|(_, key, _, hard)| GcraStep {
+            key: format!("{key}:h"),
+            interval_ms: hard.interval_ms(),
+            burst: hard.burst,
+        })
+        .collect();
+    if key.is_some() && !passed {
+        steps.extend(buckets.iter().map(|(_, key, soft, _)| GcraStep {
+            key: key.clone(),
+            interval_ms: soft.interval_ms(),
+            burst: soft.burst,
+        }));
     }
-    let Some(key) = secret(&state).await else {
+    let limited = match state.sessions.backend().gcra_chain(&steps).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Fail open: a store outage must not lock every student out.
+            tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+            None
+        }
+    };
+    let Some((i, retry_after_ms)) = limited else {
         return next.run(req).await;
     };
-    if has_valid_pass(&state, &key, req.headers(), ip) {
-        return next.run(req).await;
+    if let Some((class, key, _, _)) = buckets.get(i) {
+        crate::metrics::limit("block", class);
+        let retry_after = retry_after_ms.div_ceil(1000).max(1);
+        let ref_id = RefId::generate();
+        let err = LoginError::TooManyAttempts { retry_after };
+        audit::refusal(
+            &state,
+            &ref_id,
+            &err,
+            &format!("hard limit of the {class} bucket"),
+            Ev::default(),
+        );
+        remember(&state, "blocked", class, key, retry_after).await;
+        return respond::error_page(
+            &err,
+            &ref_id,
+            state.now(),
+            &PageCtx::from_headers(req.headers()),
+        );
     }
-    for (class, bucket, soft, _) in &buckets {
-        if let Gcra::Limited { retry_after_ms } = step(&state, bucket, *soft).await {
+    match (
+        i.checked_sub(buckets.len()).and_then(|j| buckets.get(j)),
+        key,
+    ) {
+        (Some((class, bucket, _, _)), Some(key)) => {
             crate::metrics::limit("challenge", class);
             remember(
                 &state,
@@ -294,10 +323,10 @@ pub async fn browser_limits(State(state): State<AppState>, req: Request, next: N
                 retry_after_ms.div_ceil(1000).max(1),
             )
             .await;
-            return challenge_page(&state, &key, req.headers(), ip, req.uri()).await;
+            challenge_page(&state, &key, req.headers(), ip, req.uri()).await
         }
+        _ => next.run(req).await,
     }
-    next.run(req).await
 }
 
 /// Keeps a list of challenged and blocked keys for the admin view (expires by itself).

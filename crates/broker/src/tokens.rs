@@ -116,7 +116,14 @@ pub fn access_token(
         "fam": family.id,
         "tenant": family.tenant.as_str(),
     });
-    state.keyset().sign(alg, "at+jwt", &claims)
+    let token = state.keyset().sign(alg, "at+jwt", &claims)?;
+    // This instance knows these claims are genuine: its first userinfo or introspection
+    // need not verify the signature it just made (the family is still checked every time).
+    let exp = now + state.settings.access_token_ttl;
+    state
+        .caches
+        .remember_token(&token, &std::sync::Arc::new(claims), exp);
+    Ok(token)
 }
 
 fn int_claim(c: &Value, k: &str) -> Option<i64> {

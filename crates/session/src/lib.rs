@@ -72,6 +72,27 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
     /// the steady rate. Uses the backend's own clock (Redis `TIME`), so every instance
     /// shares one budget per key.
     async fn gcra(&self, key: &str, interval_ms: u64, burst: u64) -> Result<Gcra, StoreError>;
+    /// [`KvBackend::gcra`] on each step in order, stopping at the first that is limited:
+    /// `Some((index, retry_after_ms))` for it (the steps before it were charged, the ones
+    /// after it were not), `None` when all were allowed. Redis does it in one round trip.
+    async fn gcra_chain(&self, steps: &[GcraStep]) -> Result<Option<(usize, u64)>, StoreError> {
+        for (i, s) in steps.iter().enumerate() {
+            if let Gcra::Limited { retry_after_ms } =
+                self.gcra(&s.key, s.interval_ms, s.burst).await?
+            {
+                return Ok(Some((i, retry_after_ms)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One step of [`KvBackend::gcra_chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcraStep {
+    pub key: String,
+    pub interval_ms: u64,
+    pub burst: u64,
 }
 
 /// Outcome of [`KvBackend::gcra`].

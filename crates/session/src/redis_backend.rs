@@ -45,6 +45,28 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.max(new_tat - now, 1))
 return {1, 0}
 ";
 
+/// The GCRA step of [`GCRA_SCRIPT`] on KEYS[1..n] in order with one `TIME`, stopping at the
+/// first limited key: ARGV[2i-1], ARGV[2i] are key i's interval and tolerance. Returns
+/// {0, 0} when every key allowed, {i, retry_after_ms} for the first limited key i (1-based).
+/// One round trip for all of a request's buckets (the keys share no hash slot requirement
+/// because Homeroom uses one Redis, not a cluster).
+const GCRA_CHAIN_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  if tat - now > tolerance then
+    return {i, tat - now - tolerance}
+  end
+  local new_tat = tat + interval
+  redis.call('SET', KEYS[i], new_tat, 'PX', math.max(new_tat - now, 1))
+end
+return {0, 0}
+";
+
 const INCR_SCRIPT: &str = r"
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) == -1 then
@@ -73,6 +95,7 @@ pub struct RedisBackend {
     password: Option<String>,
     incr_script: Script,
     gcra_script: Script,
+    gcra_chain_script: Script,
     set_add_script: Script,
 }
 
@@ -117,6 +140,7 @@ impl RedisBackend {
             password,
             incr_script: Script::new(INCR_SCRIPT),
             gcra_script: Script::new(GCRA_SCRIPT),
+            gcra_chain_script: Script::new(GCRA_CHAIN_SCRIPT),
             set_add_script: Script::new(SET_ADD_SCRIPT),
         };
         backend.ping().await?;
@@ -307,6 +331,28 @@ impl KvBackend for RedisBackend {
                 retry_after_ms: u64::try_from(retry).unwrap_or(0),
             }
         })
+    }
+
+    async fn gcra_chain(
+        &self,
+        steps: &[crate::GcraStep],
+    ) -> Result<Option<(usize, u64)>, StoreError> {
+        if steps.is_empty() {
+            return Ok(None);
+        }
+        let mut inv = self.gcra_chain_script.prepare_invoke();
+        for s in steps {
+            inv.key(self.key(&s.key))
+                .arg(s.interval_ms)
+                .arg(s.interval_ms.saturating_mul(s.burst));
+        }
+        let mut conn = self.conn.clone();
+        let (index, retry): (i64, i64) =
+            inv.invoke_async(&mut conn).await.map_err(|e| self.err(e))?;
+        Ok(usize::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .map(|i| (i, u64::try_from(retry).unwrap_or(0))))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

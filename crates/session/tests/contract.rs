@@ -103,6 +103,7 @@ contract!(concurrent_put_if_absent, concurrent_put_if_absent_suite);
 contract!(concurrent_incr, concurrent_incr_suite);
 contract!(gcra, gcra_suite);
 contract!(concurrent_gcra, concurrent_gcra_suite);
+contract!(gcra_chain, gcra_chain_suite);
 
 // ---------------------------------------------------------------------------------------
 // Suites. `a` and `b` are two handles on the same data (two connections for Redis).
@@ -405,6 +406,64 @@ async fn redis_prefixes_isolate() {
 fn backends_are_object_safe() {
     fn takes(_: &dyn KvBackend) {}
     takes(&MemoryBackend::new());
+}
+
+/// A chain of GCRA steps: all allowed -> `None`; the first limited step is reported with
+/// its index, the steps before it are charged and the steps after it are not; the chain
+/// shares budgets with single `gcra` calls and between handles.
+async fn gcra_chain_suite(a: SessionStore, b: SessionStore) {
+    use homeroom_session::{Gcra, GcraStep};
+    let p = format!("chain-{}-{}", std::process::id(), ulid_like());
+    let step = |k: &str, burst: u64| GcraStep {
+        key: format!("{p}-{k}"),
+        interval_ms: 60_000,
+        burst,
+    };
+    assert_eq!(a.backend().gcra_chain(&[]).await.unwrap(), None);
+    // x allows 2 (burst 1), y allows 3 (burst 2), z allows 1 (burst 0).
+    let chain = [step("x", 1), step("y", 2)];
+    assert_eq!(a.backend().gcra_chain(&chain).await.unwrap(), None);
+    assert_eq!(b.backend().gcra_chain(&chain).await.unwrap(), None);
+    // Third time: x is spent, so y is not charged.
+    match a.backend().gcra_chain(&chain).await.unwrap() {
+        Some((0, retry)) => assert!(retry > 0 && retry <= 60_000, "{retry}"),
+        other => panic!("x must stop the chain: {other:?}"),
+    }
+    // y was charged twice, not three times: one single step still passes, the next does not.
+    assert_eq!(
+        b.backend()
+            .gcra(&format!("{p}-y"), 60_000, 2)
+            .await
+            .unwrap(),
+        Gcra::Allowed
+    );
+    assert!(matches!(
+        b.backend()
+            .gcra(&format!("{p}-y"), 60_000, 2)
+            .await
+            .unwrap(),
+        Gcra::Limited { .. }
+    ));
+    // A later step limited: the earlier one is charged.
+    let chain = [step("w", 0), step("y", 2)];
+    match a.backend().gcra_chain(&chain).await.unwrap() {
+        Some((1, retry)) => assert!(retry > 0, "{retry}"),
+        other => panic!("y must stop the chain: {other:?}"),
+    }
+    assert!(matches!(
+        a.backend()
+            .gcra(&format!("{p}-w"), 60_000, 0)
+            .await
+            .unwrap(),
+        Gcra::Limited { .. }
+    ));
+}
+
+fn ulid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// GCRA: `burst + 1` requests pass at once, the next is limited with a retry time no
