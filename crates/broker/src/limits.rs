@@ -259,8 +259,8 @@ pub async fn browser_limits(State(state): State<AppState>, req: Request, next: N
     // key is known), so that every bucket of the request goes to the store in one step: hard
     // buckets first, then, for a browser without a valid pass, the soft ones. The first
     // limited bucket decides, exactly as one call per bucket did.
-    let key = secret(&state).await;
-    let passed = key
+    let signing_key = secret(&state).await;
+    let passed = signing_key
         .as_deref()
         .is_some_and(|k| has_valid_pass(&state, k, req.headers(), ip));
     let mut steps: Vec<GcraStep> = buckets
@@ -271,7 +271,7 @@ pub async fn browser_limits(State(state): State<AppState>, req: Request, next: N
             burst: hard.burst,
         })
         .collect();
-    if key.is_some() && !passed {
+    if signing_key.is_some() && !passed {
         steps.extend(buckets.iter().map(|(_, key, soft, _)| GcraStep {
             key: key.clone(),
             interval_ms: soft.interval_ms(),
@@ -311,9 +311,9 @@ pub async fn browser_limits(State(state): State<AppState>, req: Request, next: N
     }
     match (
         i.checked_sub(buckets.len()).and_then(|j| buckets.get(j)),
-        key,
+        signing_key,
     ) {
-        (Some((class, bucket, _, _)), Some(key)) => {
+        (Some((class, bucket, _, _)), Some(signing_key)) => {
             crate::metrics::limit("challenge", class);
             remember(
                 &state,
@@ -323,7 +323,7 @@ pub async fn browser_limits(State(state): State<AppState>, req: Request, next: N
                 retry_after_ms.div_ceil(1000).max(1),
             )
             .await;
-            challenge_page(&state, &key, req.headers(), ip, req.uri()).await
+            challenge_page(&state, &signing_key, req.headers(), ip, req.uri()).await
         }
         _ => next.run(req).await,
     }
