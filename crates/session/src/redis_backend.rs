@@ -25,28 +25,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnection attempts before a command fails with `Unavailable`.
 const RECONNECT_RETRIES: usize = 3;
 
-/// `INCRBY`, then `EXPIRE` only when the key carries no TTL (i.e. it was just created):
-/// later increments never extend the window. One script, so atomic across instances.
-/// GCRA step with Redis's own clock: KEYS[1] holds the theoretical arrival time (ms);
-/// ARGV[1] = emission interval (ms), ARGV[2] = tolerance (ms). Returns {1,0} when allowed,
-/// {0, retry_after_ms} when limited.
-const GCRA_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-if tat - now > tolerance then
-  return {0, tat - now - tolerance}
-end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', math.max(new_tat - now, 1))
-return {1, 0}
-";
-
-/// The GCRA step of [`GCRA_SCRIPT`] on KEYS[1..n] in order with one `TIME`, stopping at the
-/// first limited key: ARGV[2i-1], ARGV[2i] are key i's interval and tolerance. Returns
+/// GCRA with Redis's own clock on KEYS[1..n] in order (one `TIME`), stopping at the first
+/// limited key. Each key holds its theoretical arrival time (ms); ARGV[2i-1], ARGV[2i] are
+/// key i's emission interval and tolerance (ms). A single `gcra` is this with one key. Returns
 /// {0, 0} when every key allowed, {i, retry_after_ms} for the first limited key i (1-based).
 /// One round trip for all of a request's buckets (the keys share no hash slot requirement
 /// because Homeroom uses one Redis, not a cluster).
@@ -67,6 +48,8 @@ end
 return {0, 0}
 ";
 
+/// `INCRBY`, then `EXPIRE` only when the key carries no TTL (i.e. it was just created):
+/// later increments never extend the window. One script, so atomic across instances.
 const INCR_SCRIPT: &str = r"
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) == -1 then
@@ -94,7 +77,6 @@ pub struct RedisBackend {
     /// The password of the URL (if any), scrubbed from error texts.
     password: Option<String>,
     incr_script: Script,
-    gcra_script: Script,
     gcra_chain_script: Script,
     set_add_script: Script,
 }
@@ -139,7 +121,6 @@ impl RedisBackend {
             redacted_url,
             password,
             incr_script: Script::new(INCR_SCRIPT),
-            gcra_script: Script::new(GCRA_SCRIPT),
             gcra_chain_script: Script::new(GCRA_CHAIN_SCRIPT),
             set_add_script: Script::new(SET_ADD_SCRIPT),
         };
@@ -315,21 +296,14 @@ impl KvBackend for RedisBackend {
         interval_ms: u64,
         burst: u64,
     ) -> Result<crate::Gcra, StoreError> {
-        let mut conn = self.conn.clone();
-        let (allowed, retry): (i64, i64) = self
-            .gcra_script
-            .key(self.key(key))
-            .arg(interval_ms)
-            .arg(interval_ms.saturating_mul(burst))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(if allowed == 1 {
-            crate::Gcra::Allowed
-        } else {
-            crate::Gcra::Limited {
-                retry_after_ms: u64::try_from(retry).unwrap_or(0),
-            }
+        let step = crate::GcraStep {
+            key: key.to_owned(),
+            interval_ms,
+            burst,
+        };
+        Ok(match self.gcra_chain(std::slice::from_ref(&step)).await? {
+            None => crate::Gcra::Allowed,
+            Some((_, retry_after_ms)) => crate::Gcra::Limited { retry_after_ms },
         })
     }
 
