@@ -67,12 +67,7 @@ impl Caches {
         }
     }
 
-    pub fn remember_token(
-        &self,
-        token: &str,
-        claims: &std::sync::Arc<serde_json::Value>,
-        exp: i64,
-    ) {
+    pub fn remember_token(&self, token: &str, claims: &Claims, exp: i64) {
         let mut map = lock(&self.tokens);
         if map.len() >= MAX_TOKENS {
             map.clear();

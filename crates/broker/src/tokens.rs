@@ -134,7 +134,7 @@ fn int_claim(c: &Value, k: &str) -> Option<i64> {
 #[derive(Debug, Clone)]
 pub struct ActiveToken {
     /// Shared with the verified-token cache (no copy of the claims per request).
-    pub claims: std::sync::Arc<Value>,
+    pub claims: crate::cache::Claims,
     pub family: Family,
 }
 
@@ -162,7 +162,7 @@ pub async fn validate_access_token(state: &AppState, token: &str) -> Option<Acti
             if exp <= state.now() {
                 return None;
             }
-            let claims = std::sync::Arc::new(claims);
+            let claims: crate::cache::Claims = std::sync::Arc::new(claims);
             state.caches.remember_token(token, &claims, exp);
             claims
         }
