@@ -12,6 +12,7 @@ use homeroom_core::crypto::{self, sha256_hex};
 use homeroom_core::{AccountId, ClientId, ProviderId, RefId, TenantId};
 use homeroom_session::StoreError;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 fn ttl(expires_at: i64, now: i64) -> u64 {
     u64::try_from((expires_at - now).max(1)).unwrap_or(1)
@@ -136,7 +137,7 @@ pub struct RefreshRecord {
 #[derive(Debug)]
 pub enum Rotation {
     Rotated {
-        family: Box<Family>,
+        family: Arc<Family>,
         new_token: String,
     },
     /// Unknown, expired, revoked or from another client.
@@ -424,14 +425,21 @@ impl Flows<'_> {
         );
         family.and(index)
     }
-    pub async fn get_family(&self, id: &str) -> Result<Option<Family>, StoreError> {
-        let f: Option<Family> = self.state.sessions.get_json(&format!("fam:{id}")).await?;
+    /// A live family. Families are written once and only deleted (by
+    /// [`Flows::revoke_family`]), so the read may be answered from the session store's
+    /// local cache, which every instance's revocation reaches before the revoke returns.
+    pub async fn get_family(&self, id: &str) -> Result<Option<Arc<Family>>, StoreError> {
+        let f = self
+            .state
+            .sessions
+            .get_json_shared::<Family>(&format!("fam:{id}"))
+            .await?;
         Ok(f.filter(|f| f.expires_at > self.now()))
     }
     pub async fn revoke_family(&self, id: &str) -> Result<(), StoreError> {
         self.state
             .sessions
-            .delete(&format!("fam:{id}"))
+            .delete_announced(&format!("fam:{id}"))
             .await
             .map(|_| ())
     }
@@ -499,10 +507,7 @@ impl Flows<'_> {
             return Ok(Rotation::Reused);
         }
         let new_token = self.issue_refresh(&family).await?;
-        Ok(Rotation::Rotated {
-            family: Box::new(family),
-            new_token,
-        })
+        Ok(Rotation::Rotated { family, new_token })
     }
 
     /// Looks up the family of a refresh token without spending it (revocation).

@@ -896,7 +896,9 @@ async fn grant_refresh(
         .rotate_refresh(raw, &app.client_id, requested.as_deref())
         .await
     {
-        Ok(Rotation::Rotated { family, new_token }) => (*family, new_token),
+        Ok(Rotation::Rotated { family, new_token }) => {
+            (std::sync::Arc::unwrap_or_clone(family), new_token)
+        }
         Ok(Rotation::Reused) => {
             audit::record(
                 state,
@@ -1098,7 +1100,7 @@ async fn revoke(State(state): State<AppState>, req: Request) -> Response {
     } else {
         tokens::validate_access_token(&state, token)
             .await
-            .map(|a| (a.family.id, a.family.client_id))
+            .map(|a| (a.family.id.clone(), a.family.client_id.clone()))
     };
     if let Some((fam, client)) = family {
         // RFC 7009 §2.1: only the client the token was issued to can revoke it.

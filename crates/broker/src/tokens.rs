@@ -135,7 +135,7 @@ fn int_claim(c: &Value, k: &str) -> Option<i64> {
 pub struct ActiveToken {
     /// Shared with the verified-token cache (no copy of the claims per request).
     pub claims: crate::cache::Claims,
-    pub family: Family,
+    pub family: std::sync::Arc<Family>,
 }
 
 /// Validates an access token we issued: signature under one of our keys, `typ` at+jwt,

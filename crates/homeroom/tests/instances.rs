@@ -258,6 +258,67 @@ async fn a_login_started_on_one_instance_finishes_on_the_other() {
         .await
         .unwrap();
     assert!(loc(&r).contains("code="), "{}", loc(&r));
+    // (The replays above revoked the first code's family, as a replay must.) This code is
+    // redeemed once, on B.
+    let second_code = url::Url::parse(&loc(&r))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let r = c
+        .post(on_b(&format!("{issuer}/oauth2/token")))
+        .basic_auth("app", Some("app-secret-123"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", second_code.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8081/cb"),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tokens = r.json::<serde_json::Value>().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    // A revocation on A is honoured by B at once, although B has the token's family in its
+    // local cache (read twice before): introspection and userinfo on B, right after the
+    // revoke returns, with no wait.
+    let introspect_on_b = || async {
+        c.post(on_b(&format!("{issuer}/oauth2/introspect")))
+            .basic_auth("app", Some("app-secret-123"))
+            .form(&[("token", access.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["active"]
+            .clone()
+    };
+    let userinfo_on_b = || async {
+        c.get(on_b(&format!("{issuer}/oauth2/userinfo")))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(introspect_on_b().await, serde_json::json!(true));
+    assert_eq!(userinfo_on_b().await, 200);
+    assert_eq!(introspect_on_b().await, serde_json::json!(true));
+    let r = c
+        .post(format!("{issuer}/oauth2/revoke"))
+        .basic_auth("app", Some("app-secret-123"))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(introspect_on_b().await, serde_json::json!(false));
+    assert_eq!(userinfo_on_b().await, 401);
     // Loop counters are shared: hops alternate between instances and still add up.
     let mut last = reqwest::StatusCode::OK;
     for i in 0..6 {

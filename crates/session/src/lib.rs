@@ -12,6 +12,7 @@
 //! expire exactly also carry their own `expires_at`, checked against the broker's clock,
 //! so tests can move time without waiting for the backend.
 
+mod coherent;
 pub mod memory;
 pub mod redis_backend;
 mod store;
@@ -67,6 +68,27 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
     async fn set_remove(&self, key: &str, member: &str) -> Result<bool, StoreError>;
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Deletes `key` and announces the deletion to every instance's local read cache
+    /// (Redis: `DEL` and `PUBLISH` in one script). Returns whether the key existed. Keys read
+    /// with [`KvBackend::get_shared`] must be deleted this way.
+    async fn delete_announced(&self, key: &str) -> Result<bool, StoreError> {
+        self.delete(key).await
+    }
+    /// A value previously decoded from `key` by this process, when the backend keeps a local
+    /// cache of write-once keys that is coherent with [`KvBackend::delete_announced`] (the
+    /// Redis backend does, while its deletion feed is subscribed; see `coherent`). `None`
+    /// means "read it from the store", never "absent".
+    fn get_shared(&self, _key: &str) -> Option<SharedValue> {
+        None
+    }
+    /// Taken before reading a write-once key from the store; hand it back to
+    /// [`KvBackend::keep_shared`] with the decoded value.
+    fn shared_stamp(&self) -> SharedStamp {
+        SharedStamp(None)
+    }
+    /// Keeps a decoded write-once value for [`KvBackend::get_shared`], unless a deletion or a
+    /// feed reconnection happened since `stamp` (then the value may be stale and is dropped).
+    fn keep_shared(&self, _key: &str, _value: SharedValue, _stamp: SharedStamp) {}
     /// One step of the generic cell-rate algorithm on `key`, atomically: a request costs
     /// `interval_ms` of "theoretical arrival time"; up to `burst` requests may run ahead of
     /// the steady rate. Uses the backend's own clock (Redis `TIME`), so every instance
@@ -86,6 +108,13 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 }
+
+/// A decoded value held by a backend's local cache, shared between requests.
+pub type SharedValue = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// See [`KvBackend::shared_stamp`]: the cache version when a read started.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedStamp(pub(crate) Option<u64>);
 
 /// One step of [`KvBackend::gcra_chain`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,12 @@
 //! (`WRONGTYPE`, a counter that is not an integer) become [`StoreError::Corrupt`]. The
 //! connection URL's password never appears in an error or in `Debug` output.
 
-use crate::{KvBackend, StoreError};
+use crate::coherent::{Coherent, FeedTarget};
+use crate::{KvBackend, SharedStamp, SharedValue, StoreError};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Time allowed for one connection attempt.
@@ -65,7 +67,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// A [`KvBackend`] on Redis. Cheap to clone: clones share the multiplexed connection.
+/// `DEL` the key and `PUBLISH` its name on the deletion channel, atomically.
+const DELETE_ANNOUNCED_SCRIPT: &str = r"
+local n = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n
+";
+
+/// A [`KvBackend`] on Redis. Cheap to clone: clones share the multiplexed connection and
+/// the local cache of write-once keys with its deletion feed (see `crate::coherent`).
 #[derive(Clone)]
 pub struct RedisBackend {
     /// The shared multiplexed connection; it reconnects in the background after a failure.
@@ -79,6 +89,11 @@ pub struct RedisBackend {
     incr_script: Script,
     gcra_chain_script: Script,
     set_add_script: Script,
+    delete_announced_script: Script,
+    /// The channel deletions are announced on (names the prefix and the database).
+    channel: String,
+    /// The local read cache of write-once keys; `None` when the URL is not plain TCP.
+    coherent: Option<Arc<Coherent>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -107,7 +122,7 @@ impl RedisBackend {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -115,6 +130,22 @@ impl RedisBackend {
                     scrub(e.to_string())
                 ))
             })?;
+        let info = client.get_connection_info();
+        let settings = info.redis_settings();
+        let channel = format!("{prefix}homeroom:deleted:db{}", settings.db());
+        let coherent = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Some(Arc::new(Coherent::start(FeedTarget {
+                addr: (host.clone(), *port),
+                username: settings.username().map(str::to_owned),
+                password: settings.password().map(str::to_owned),
+                channel: channel.clone(),
+                client_name: format!(
+                    "homeroom-feed-{}",
+                    ulid::Ulid::new().to_string().to_lowercase()
+                ),
+            }))),
+            _ => None,
+        };
         let backend = Self {
             conn,
             prefix: prefix.to_owned(),
@@ -123,6 +154,9 @@ impl RedisBackend {
             incr_script: Script::new(INCR_SCRIPT),
             gcra_chain_script: Script::new(GCRA_CHAIN_SCRIPT),
             set_add_script: Script::new(SET_ADD_SCRIPT),
+            delete_announced_script: Script::new(DELETE_ANNOUNCED_SCRIPT),
+            channel,
+            coherent,
         };
         backend.ping().await?;
         Ok(backend)
@@ -131,6 +165,31 @@ impl RedisBackend {
     /// The key prefix of this backend.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Whether the local cache of write-once keys is in use (its deletion feed is
+    /// subscribed). Reads go to Redis while it is not.
+    pub fn cache_is_live(&self) -> bool {
+        self.coherent.as_ref().is_some_and(|c| c.is_live())
+    }
+
+    /// Waits up to `limit` for the deletion feed to be subscribed; returns whether it is.
+    pub async fn wait_for_cache(&self, limit: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        while !self.cache_is_live() && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.cache_is_live()
+    }
+
+    /// Entries in the local cache of write-once keys.
+    pub fn cached_entries(&self) -> usize {
+        self.coherent.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// The `CLIENT SETNAME` of the deletion-feed connection (as `CLIENT LIST` shows it).
+    pub fn feed_client_name(&self) -> Option<&str> {
+        self.coherent.as_ref().map(|c| c.client_name())
     }
 
     fn key(&self, key: &str) -> String {
@@ -327,6 +386,43 @@ impl KvBackend for RedisBackend {
             .ok()
             .and_then(|i| i.checked_sub(1))
             .map(|i| (i, u64::try_from(retry).unwrap_or(0))))
+    }
+
+    async fn delete_announced(&self, key: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = self
+            .delete_announced_script
+            .key(self.key(key))
+            .arg(&self.channel)
+            .arg(key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if let Some(c) = &self.coherent {
+            c.forget(key);
+        }
+        // Redis flushes its output buffers at the end of each event-loop turn, this reply
+        // possibly before the announcement to the subscribers. A second round trip is served
+        // in a later turn, after that flush: once it returns, the announcement sits in every
+        // subscriber's socket and the next read there honours it.
+        self.ping().await?;
+        Ok(removed > 0)
+    }
+
+    fn get_shared(&self, key: &str) -> Option<SharedValue> {
+        self.coherent.as_ref()?.get(key)
+    }
+
+    fn shared_stamp(&self) -> SharedStamp {
+        self.coherent
+            .as_ref()
+            .map_or(SharedStamp(None), |c| c.stamp())
+    }
+
+    fn keep_shared(&self, key: &str, value: SharedValue, stamp: SharedStamp) {
+        if let Some(c) = &self.coherent {
+            c.insert(key, value, stamp);
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -56,6 +56,34 @@ impl SessionStore {
         decode(self.backend.take(key).await?)
     }
 
+    /// Reads a JSON value that is written once and only ever deleted with
+    /// [`SessionStore::delete_announced`] (a token family). Answered from the backend's
+    /// local cache when it holds a coherent copy (Redis with its deletion feed up), else read
+    /// and decoded, and kept for the next reader.
+    pub async fn get_json_shared<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Arc<T>>, StoreError> {
+        if let Some(hit) = self.backend.get_shared(key)
+            && let Ok(value) = hit.downcast::<T>()
+        {
+            return Ok(Some(value));
+        }
+        let stamp = self.backend.shared_stamp();
+        let Some(value) = decode::<T>(self.backend.get(key).await?)? else {
+            return Ok(None);
+        };
+        let value = Arc::new(value);
+        self.backend.keep_shared(key, value.clone(), stamp);
+        Ok(Some(value))
+    }
+
+    /// Deletes a key read with [`SessionStore::get_json_shared`], on every instance's cache
+    /// too; returns whether it existed.
+    pub async fn delete_announced(&self, key: &str) -> Result<bool, StoreError> {
+        self.backend.delete_announced(key).await
+    }
+
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.backend.delete(key).await

@@ -525,3 +525,48 @@ async fn concurrent_gcra_suite(a: SessionStore, b: SessionStore) {
         .count();
     assert_eq!(allowed, 10);
 }
+
+contract!(shared_reads, shared_reads_suite);
+
+/// Write-once keys read through the local cache: a value written on one handle is read on
+/// the other, an announced deletion on either is seen by both at once (no waiting), and a
+/// missing key is `None`. (That Redis really serves repeat reads locally, and what happens
+/// when its feed drops, is pinned in `shared_reads.rs`.)
+async fn shared_reads_suite(a: SessionStore, b: SessionStore) {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Fam {
+        id: String,
+        n: u32,
+    }
+    assert_eq!(b.get_json_shared::<Fam>("fam:none").await.unwrap(), None);
+    for i in 0..50u32 {
+        let key = format!("fam:{i}");
+        a.put_json(
+            &key,
+            &Fam {
+                id: key.clone(),
+                n: i,
+            },
+            60,
+        )
+        .await
+        .unwrap();
+        for s in [&a, &b, &a, &b] {
+            let got = s.get_json_shared::<Fam>(&key).await.unwrap().unwrap();
+            assert_eq!(got.n, i);
+        }
+        let (deleter, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        assert!(deleter.delete_announced(&key).await.unwrap());
+        assert_eq!(
+            other.get_json_shared::<Fam>(&key).await.unwrap(),
+            None,
+            "{key} on the other"
+        );
+        assert_eq!(
+            deleter.get_json_shared::<Fam>(&key).await.unwrap(),
+            None,
+            "{key} here"
+        );
+        assert!(!deleter.delete_announced(&key).await.unwrap());
+    }
+}
