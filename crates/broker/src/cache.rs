@@ -19,7 +19,7 @@ use homeroom_core::ClientId;
 use homeroom_core::TenantId;
 use homeroom_directory::{AppRecord, Tenant};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const MAX_TOKENS: usize = 100_000;
 const MAX_APPS: usize = 10_000;
@@ -29,13 +29,16 @@ const MAX_TENANTS: usize = 10_000;
 /// Verified claims, shared between the cache and the requests that use them.
 pub type Claims = std::sync::Arc<serde_json::Value>;
 
+/// An app record shared by every request that authenticates or names the client.
+pub type SharedApp = Arc<AppRecord>;
+
 /// See the module docs. One per `AppState`.
 #[derive(Default)]
 pub struct Caches {
     /// SHA-256 of the token -> (claims, exp).
     tokens: Mutex<HashMap<[u8; 32], (Claims, i64)>>,
     /// client id -> (record or known-absent, fetched at).
-    apps: Mutex<HashMap<ClientId, (Option<AppRecord>, i64)>>,
+    apps: Mutex<HashMap<ClientId, (Option<SharedApp>, i64)>>,
     /// tenant id -> (record or known-absent, fetched at).
     tenants: Mutex<HashMap<TenantId, (Option<Tenant>, i64)>>,
     /// email domain -> (tenant or known-absent, fetched at).
@@ -76,14 +79,14 @@ impl Caches {
     }
 
     /// `Some(cached)` when fresh (the inner `None` means "known not to exist").
-    pub fn app(&self, id: &ClientId, now: i64) -> Option<Option<AppRecord>> {
+    pub fn app(&self, id: &ClientId, now: i64) -> Option<Option<SharedApp>> {
         let map = lock(&self.apps);
         map.get(id)
             .filter(|(_, at)| now - at < APP_TTL_SECS)
             .map(|(a, _)| a.clone())
     }
 
-    pub fn remember_app(&self, id: &ClientId, app: Option<AppRecord>, now: i64) {
+    pub fn remember_app(&self, id: &ClientId, app: Option<SharedApp>, now: i64) {
         let mut map = lock(&self.apps);
         if map.len() >= MAX_APPS {
             map.clear();

@@ -276,7 +276,7 @@ async fn code_form(
                 .await
                 .ok()
                 .flatten()
-                .map(|a| a.name)
+                .map(|a| a.name.clone())
                 .unwrap_or_default(),
             _ => {
                 return refuse(

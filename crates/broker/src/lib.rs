@@ -203,12 +203,13 @@ impl AppState {
     pub async fn app(
         &self,
         id: &homeroom_core::ClientId,
-    ) -> Result<Option<homeroom_directory::AppRecord>, homeroom_directory::DirectoryError> {
+    ) -> Result<Option<Arc<homeroom_directory::AppRecord>>, homeroom_directory::DirectoryError>
+    {
         let now = self.now();
         if let Some(hit) = self.caches.app(id, now) {
             return Ok(hit);
         }
-        let app = self.directory.get_app(id).await?;
+        let app = self.directory.get_app(id).await?.map(Arc::new);
         self.caches.remember_app(id, app.clone(), now);
         Ok(app)
     }

@@ -435,7 +435,7 @@ async fn authenticate_client(
     query: &str,
     form: &HashMap<String, String>,
     allow_public: bool,
-) -> Result<AppRecord, Response> {
+) -> Result<std::sync::Arc<AppRecord>, Response> {
     if query.contains("client_secret") {
         return Err(json_error(
             StatusCode::BAD_REQUEST,
@@ -1039,6 +1039,22 @@ async fn userinfo(State(state): State<AppState>, req: Request) -> Response {
     json_no_store(serde_json::Value::Object(out))
 }
 
+/// RFC 7662 answer for an active access token: the claims, borrowed from the verified-token
+/// cache (serialised straight from it, no intermediate JSON object per request).
+#[derive(serde::Serialize)]
+struct ActiveAccessToken<'a> {
+    active: bool,
+    scope: &'a serde_json::Value,
+    client_id: &'a serde_json::Value,
+    sub: &'a serde_json::Value,
+    exp: &'a serde_json::Value,
+    iat: &'a serde_json::Value,
+    iss: &'a serde_json::Value,
+    aud: &'a serde_json::Value,
+    jti: &'a serde_json::Value,
+    token_type: &'static str,
+}
+
 async fn introspect(State(state): State<AppState>, req: Request) -> Response {
     let (_, headers, query, params) = request_params(req).await;
     let form = match params {
@@ -1058,11 +1074,18 @@ async fn introspect(State(state): State<AppState>, req: Request) -> Response {
             return inactive();
         }
         let c = &active.claims;
-        return json_no_store(serde_json::json!({
-            "active": true, "scope": c["scope"], "client_id": c["client_id"], "sub": c["sub"],
-            "exp": c["exp"], "iat": c["iat"], "iss": c["iss"], "aud": c["aud"], "jti": c["jti"],
-            "token_type": "Bearer",
-        }));
+        return json_no_store(ActiveAccessToken {
+            active: true,
+            scope: &c["scope"],
+            client_id: &c["client_id"],
+            sub: &c["sub"],
+            exp: &c["exp"],
+            iat: &c["iat"],
+            iss: &c["iss"],
+            aud: &c["aud"],
+            jti: &c["jti"],
+            token_type: "Bearer",
+        });
     }
     // A refresh token: active while its family is.
     if let Ok(Some(rec)) = flows(&state).refresh_family(token).await

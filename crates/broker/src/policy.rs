@@ -154,7 +154,7 @@ pub async fn assignment(
         .await
         .ok()
         .flatten()
-        .map(|a| a.name)
+        .map(|a| a.name.clone())
         .unwrap_or_else(|| client.to_string());
     let refuse = |why: String| {
         Refusal::new(

@@ -182,7 +182,7 @@ pub fn json_error(status: StatusCode, error: &str, description: &str) -> Respons
 }
 
 /// JSON success with `Cache-Control: no-store`.
-pub fn json_no_store(value: serde_json::Value) -> Response {
+pub fn json_no_store<T: serde::Serialize>(value: T) -> Response {
     let mut resp = axum::Json(value).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -107,6 +107,20 @@ async fn full_login_code_tokens_userinfo_introspection_revocation() {
     .await;
     assert_eq!(intro["active"], true);
     assert_eq!(intro["client_id"], APP);
+    // Every RFC 7662 member Homeroom promises, with the token's own values.
+    assert_eq!(intro["sub"], sub);
+    assert_eq!(intro["token_type"], "Bearer");
+    assert_eq!(intro["iss"], h.base.as_str());
+    assert!(
+        intro["scope"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .any(|s| s == "openid")
+    );
+    assert!(intro["exp"].as_i64().unwrap() > intro["iat"].as_i64().unwrap());
+    assert!(!intro["jti"].as_str().unwrap().is_empty());
+    assert!(!intro["aud"].is_null());
     // Another client learns nothing about it (OP-13c).
     let other = json(
         c.post(format!("{}/oauth2/introspect", h.base))
