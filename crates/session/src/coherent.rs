@@ -314,11 +314,17 @@ async fn feed(weak: Weak<Inner>, target: FeedTarget) {
                 continue;
             }
         }
+        let mut swept = Instant::now();
         loop {
             let sock = {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
+                // Expired entries go once a second, busy feed or not.
+                if swept.elapsed() >= SWEEP_EVERY {
+                    inner.sweep();
+                    swept = Instant::now();
+                }
                 let slot = lock(&inner.link);
                 match slot.as_ref() {
                     Some(l) => l.sock.clone(),
@@ -344,12 +350,8 @@ async fn feed(weak: Weak<Inner>, target: FeedTarget) {
                     let mut slot = lock(&inner.link);
                     inner.down(&mut slot);
                 }
-                Err(_) => {
-                    let Some(inner) = weak.upgrade() else {
-                        return;
-                    };
-                    inner.sweep();
-                }
+                // Quiet for a second: loop round to sweep (and to notice a dropped backend).
+                Err(_) => {}
             }
         }
         if !warned {

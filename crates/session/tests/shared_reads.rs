@@ -142,3 +142,18 @@ async fn a_dropped_feed_empties_the_cache_until_it_is_back() {
     assert_eq!(shared(&b, "fam:z").await.as_deref(), Some("v2"));
     assert_eq!(b.cached_entries(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_copy_lives_five_seconds_at_most() {
+    let Some((a, b)) = instances().await else {
+        return;
+    };
+    store(&a).put_json("fam:w", &"v1", 60).await.unwrap();
+    assert_eq!(shared(&b, "fam:w").await.as_deref(), Some("v1"));
+    // Deleted without an announcement (a manual DEL, an older Homeroom): the copy is
+    // served until its age bound, then Redis is asked again.
+    assert!(a.delete("fam:w").await.unwrap());
+    assert_eq!(shared(&b, "fam:w").await.as_deref(), Some("v1"));
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    assert_eq!(shared(&b, "fam:w").await, None);
+}
