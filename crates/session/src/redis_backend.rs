@@ -67,11 +67,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// `DEL` the key and `PUBLISH` its name on the deletion channel, atomically.
+/// `PUBLISH` the key's name on the deletion channel and `DEL` the key, atomically (no other
+/// command runs in between, and subscribers get the message only after the script). The
+/// announcement goes first so that a user denied `PUBLISH` by an ACL has deleted nothing when
+/// the script fails (see `delete_announced`).
 const DELETE_ANNOUNCED_SCRIPT: &str = r"
-local n = redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return n
+return redis.call('DEL', KEYS[1])
 ";
 
 /// A [`KvBackend`] on Redis. Cheap to clone: clones share the multiplexed connection and
@@ -390,14 +392,28 @@ impl KvBackend for RedisBackend {
 
     async fn delete_announced(&self, key: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let removed: i64 = self
+        let removed: i64 = match self
             .delete_announced_script
             .key(self.key(key))
             .arg(&self.channel)
             .arg(key)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.err(e))?;
+        {
+            Ok(n) => n,
+            // Redis refused the script (an ACL without PUBLISH or scripting): the deletion
+            // must still happen. No instance can hold a coherent cache then (the feed needs
+            // the same channel), except one allowed SUBSCRIBE but not PUBLISH, whose copy
+            // lives 5 s at most.
+            Err(e) if matches!(e.kind(), ErrorKind::Server(_)) => {
+                tracing::warn!(
+                    error = %scrub_secret(e.to_string(), self.password.as_deref()),
+                    "could not announce a deletion; deleting without announcing"
+                );
+                return self.delete(key).await;
+            }
+            Err(e) => return Err(self.err(e)),
+        };
         if let Some(c) = &self.coherent {
             c.forget(key);
         }

@@ -157,3 +157,47 @@ async fn a_cached_copy_lives_five_seconds_at_most() {
     tokio::time::sleep(Duration::from_millis(5_100)).await;
     assert_eq!(shared(&b, "fam:w").await, None);
 }
+
+/// A Redis user whose ACL denies `PUBLISH` can still revoke: the deletion happens without
+/// the announcement, and its feed (denied nothing else) keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_denied_publish_still_deletes() {
+    let Some((a, _)) = instances().await else {
+        return;
+    };
+    let admin = redis::Client::open(redis_url()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let user = format!("hrnopub{}", ulid::Ulid::new().to_string().to_lowercase());
+    let _: String = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">nopub-secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-publish")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = redis_url().replacen("redis://", &format!("redis://{user}:nopub-secret@"), 1);
+    let limited = RedisBackend::connect_with_prefix(&url, a.prefix()).await;
+    let outcome = async {
+        let limited = SessionStore::new(Arc::new(limited.unwrap()));
+        store(&a).put_json("fam:v", &"v1", 60).await.unwrap();
+        assert!(limited.delete_announced("fam:v").await.unwrap());
+        assert_eq!(store(&a).get_json::<String>("fam:v").await.unwrap(), None);
+        assert!(!limited.delete_announced("fam:v").await.unwrap());
+    };
+    // The user goes whatever happened (deleting it also drops its connections).
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outcome)).await;
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
