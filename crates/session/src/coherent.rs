@@ -193,20 +193,23 @@ impl Inner {
     /// The feed is up: start from an empty cache.
     fn up(&self, link: Link) {
         let mut slot = lock(&self.link);
+        self.reset();
+        *slot = Some(link);
+        self.live.store(true, Ordering::Release);
+    }
+
+    /// Empties the cache and bumps the version (reads begun before must not be kept).
+    fn reset(&self) {
         let mut map = lock(&self.map);
         map.entries.clear();
         map.version = map.version.wrapping_add(1);
-        *slot = Some(link);
-        self.live.store(true, Ordering::Release);
     }
 
     /// The feed is down: nothing cached may be trusted any more.
     fn down(&self, slot: &mut Option<Link>) {
         self.live.store(false, Ordering::Release);
         *slot = None;
-        let mut map = lock(&self.map);
-        map.entries.clear();
-        map.version = map.version.wrapping_add(1);
+        self.reset();
     }
 
     fn sweep(&self) {
@@ -524,6 +527,73 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache whose feed is taken as subscribed, with no socket and no task: the cache's
+    /// own rules, apart from Redis.
+    fn live_cache() -> Coherent {
+        let inner = Arc::new(Inner {
+            map: Mutex::new(Map {
+                entries: HashMap::new(),
+                version: 0,
+            }),
+            live: AtomicBool::new(true),
+            link: Mutex::new(None),
+        });
+        Coherent {
+            inner,
+            client_name: "test".into(),
+        }
+    }
+
+    fn value(s: &str) -> Value {
+        Arc::new(s.to_owned())
+    }
+
+    #[test]
+    fn a_read_that_raced_a_deletion_or_a_reconnect_is_not_kept() {
+        let c = live_cache();
+        let stamp = c.stamp();
+        c.insert("fam:a", value("a"), stamp);
+        assert!(c.get("fam:a").is_some());
+        // A deletion (of any key) between the stamp and the insert: not kept.
+        let stamp = c.stamp();
+        c.forget("fam:other");
+        c.insert("fam:b", value("b"), stamp);
+        assert!(c.get("fam:b").is_none());
+        // The feed went down and came back in between: not kept, and the old entry is gone.
+        let stamp = c.stamp();
+        c.inner.down(&mut lock(&c.inner.link));
+        assert!(
+            c.get("fam:a").is_none(),
+            "nothing is served while the feed is down"
+        );
+        c.inner.live.store(true, Ordering::Release);
+        c.inner.reset();
+        c.insert("fam:c", value("c"), stamp);
+        assert!(c.get("fam:c").is_none());
+        assert!(c.get("fam:a").is_none());
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn nothing_is_kept_while_the_feed_is_down() {
+        let c = live_cache();
+        c.inner.down(&mut lock(&c.inner.link));
+        c.insert("fam:a", value("a"), c.stamp());
+        assert_eq!(c.len(), 0);
+        assert!(c.get("fam:a").is_none());
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_capacity() {
+        let c = live_cache();
+        for i in 0..CAPACITY + 10 {
+            c.insert(&format!("fam:{i}"), value("v"), c.stamp());
+        }
+        assert_eq!(c.len(), CAPACITY);
+        assert!(c.get(&format!("fam:{}", CAPACITY + 5)).is_none());
+        assert!(c.get("fam:0").is_some());
+    }
 
     fn message(channel: &str, payload: &str) -> Vec<u8> {
         encode(&[b"message", channel.as_bytes(), payload.as_bytes()])

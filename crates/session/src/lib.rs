@@ -69,7 +69,7 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes `key` and announces the deletion to every instance's local read cache
-    /// (Redis: `DEL` and `PUBLISH` in one script). Returns whether the key existed. Keys read
+    /// (Redis: `PUBLISH` and `DEL` in one script, then a `PING` round trip). Returns whether the key existed. Keys read
     /// with [`KvBackend::get_shared`] must be deleted this way.
     async fn delete_announced(&self, key: &str) -> Result<bool, StoreError> {
         self.delete(key).await
