@@ -115,12 +115,58 @@ impl Directory {
                 link.account, account.id
             )));
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        insert_account(&mut *tx, account).await?;
-        if let Some(link) = link {
-            insert_link(&mut *tx, link).await?;
+        match (link, self.backend()) {
+            // A first sign-in on PostgreSQL: one statement inserts both rows (atomic as any
+            // statement is), one round trip instead of BEGIN, two INSERTs and COMMIT.
+            // SQLite has no INSERT inside WITH, so it takes the transaction below.
+            (Some(link), crate::Backend::Postgres) => {
+                let what = || {
+                    format!(
+                        "account {} or provider link {}/{}",
+                        account.id, link.provider, link.subject
+                    )
+                };
+                sqlx::query(
+                    "WITH a AS (
+                        INSERT INTO accounts (id, tenant_id, status, email, email_norm,
+                            email_verified, name, given_name, family_name, username, roles,
+                            created_at, last_sign_in_at, sign_in_count)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                        RETURNING id)
+                     INSERT INTO provider_links (provider_id, subject, account_id, email, created_at)
+                     SELECT $15, $16, a.id, $17, $18 FROM a",
+                )
+                .bind(account.id.as_str())
+                .bind(account.tenant.as_str())
+                .bind(account.status.as_str())
+                .bind(account.email.as_deref())
+                .bind(account.email.as_deref().map(normalise_email))
+                .bind(flag(account.email_verified))
+                .bind(account.name.as_deref())
+                .bind(account.given_name.as_deref())
+                .bind(account.family_name.as_deref())
+                .bind(account.username.as_deref())
+                .bind(to_json(&account.roles)?)
+                .bind(account.created_at)
+                .bind(account.last_sign_in_at)
+                .bind(account.sign_in_count)
+                .bind(link.provider.as_str())
+                .bind(&link.subject)
+                .bind(link.email.as_deref())
+                .bind(link.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| DirectoryError::from_sqlx(e, what))?;
+                Ok(())
+            }
+            (None, _) => insert_account(&self.pool, account).await,
+            (Some(link), crate::Backend::Sqlite) => {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                insert_account(&mut *tx, account).await?;
+                insert_link(&mut *tx, link).await?;
+                tx.commit().await.map_err(db)
+            }
         }
-        tx.commit().await.map_err(db)
     }
 
     /// The account with this id.

@@ -86,6 +86,21 @@ async fn create_and_find_accounts(dir: Directory) {
         .await
         .unwrap_err();
     assert!(matches!(err, DirectoryError::NotFound { .. }), "{err:?}");
+    // With a first link too (one statement on PostgreSQL): nothing is written.
+    let err = dir
+        .create_account(
+            &account("acc_y", "missing", None, 1),
+            Some(&link("acc_y", "google", "g-y", 1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectoryError::NotFound { .. }), "{err:?}");
+    assert_eq!(
+        dir.find_account_by_link(&ProviderId::new("google"), "g-y")
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn email_lookup_is_normalised(dir: Directory) {
