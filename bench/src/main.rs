@@ -59,6 +59,11 @@ pub struct Args {
     /// Skip the fixed-endpoint loads.
     #[arg(long)]
     pub no_load: bool,
+    /// Skip the second pass of each algorithm, in which the same students sign in again
+    /// with fresh cookie jars (accounts and provider links exist: an ordinary morning,
+    /// where the first pass is a new school's first morning).
+    #[arg(long)]
+    pub no_returning: bool,
     /// Record Homeroom with `perf record` during each surge and print its hottest symbols.
     #[arg(long)]
     pub perf: bool,
@@ -101,6 +106,9 @@ pub struct App {
     pub secret: String,
     pub alg: &'static str,
 }
+
+/// Suffix of the `alg` label of a returning pass ("ES256 returning").
+pub const RETURNING: &str = "returning";
 
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -193,6 +201,16 @@ async fn run(args: &Args, env: &mut procs::Env) -> Result<Results> {
             tokens.push((app.clone(), t));
         }
         results.surges.push(r);
+        if !args.no_returning {
+            eprintln!("surge {alg}, the same students again (returning) ...");
+            let mut again = flow::surge(ctx.clone(), env, &app, first, args).await?;
+            eprintln!(
+                "  {} ok, {} errors, {:.0} logins/s",
+                again.ok, again.errors, again.logins_per_sec
+            );
+            again.alg = format!("{alg} {RETURNING}");
+            results.surges.push(again);
+        }
     }
     if !args.no_load {
         let dur = Duration::from_secs_f64(args.duration);
