@@ -413,11 +413,15 @@ impl Flows<'_> {
         let fam_key = format!("fam:{}", f.id);
         let sess_key = format!("sessfam:{}", f.session_hash);
         // Two independent writes sent together (one round trip on Redis's multiplexed
-        // connection).
+        // connection). The family also goes into this instance's cache of write-once
+        // records: the userinfo or introspection that follows a token exchange is often
+        // answered here, and then needs no read back.
         let (family, index) = tokio::join!(
-            self.state
-                .sessions
-                .put_json(&fam_key, f, ttl(f.expires_at, now)),
+            self.state.sessions.put_json_shared(
+                &fam_key,
+                Arc::new(f.clone()),
+                ttl(f.expires_at, now)
+            ),
             self.state
                 .sessions
                 .backend()

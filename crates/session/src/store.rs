@@ -78,6 +78,22 @@ impl SessionStore {
         Ok(Some(value))
     }
 
+    /// Writes a write-once value (see [`SessionStore::get_json_shared`]) and keeps this
+    /// instance's decoded copy, so the writer's next read needs no round trip. The copy
+    /// is kept on the same terms as one read back: not if a deletion was announced, or the
+    /// feed reconnected, between the start of this call and its end.
+    pub async fn put_json_shared<T: Serialize + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let stamp = self.backend.shared_stamp();
+        self.put_json(key, value.as_ref(), ttl_secs).await?;
+        self.backend.keep_shared(key, value, stamp);
+        Ok(())
+    }
+
     /// Deletes a key read with [`SessionStore::get_json_shared`], on every instance's cache
     /// too; returns whether it existed.
     pub async fn delete_announced(&self, key: &str) -> Result<bool, StoreError> {

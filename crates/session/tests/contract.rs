@@ -541,16 +541,18 @@ async fn shared_reads_suite(a: SessionStore, b: SessionStore) {
     assert_eq!(b.get_json_shared::<Fam>("fam:none").await.unwrap(), None);
     for i in 0..50u32 {
         let key = format!("fam:{i}");
-        a.put_json(
-            &key,
-            &Fam {
-                id: key.clone(),
-                n: i,
-            },
-            60,
-        )
-        .await
-        .unwrap();
+        let fam = Fam {
+            id: key.clone(),
+            n: i,
+        };
+        // Both ways of writing: plain, and keeping the writer's copy.
+        if i % 4 < 2 {
+            a.put_json(&key, &fam, 60).await.unwrap();
+        } else {
+            a.put_json_shared(&key, std::sync::Arc::new(fam), 60)
+                .await
+                .unwrap();
+        }
         for s in [&a, &b, &a, &b] {
             let got = s.get_json_shared::<Fam>(&key).await.unwrap().unwrap();
             assert_eq!(got.n, i);

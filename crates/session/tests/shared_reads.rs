@@ -65,6 +65,30 @@ async fn repeat_reads_are_served_locally() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_keeps_its_copy_and_deletions_still_reach_it() {
+    let Some((a, b)) = instances().await else {
+        return;
+    };
+    store(&a)
+        .put_json_shared("fam:w", Arc::new("v1".to_owned()), 60)
+        .await
+        .unwrap();
+    assert_eq!(a.cached_entries(), 1, "the writer keeps what it wrote");
+    // Proof that the read is local: deleted behind the cache's back, still answered.
+    assert!(b.delete("fam:w").await.unwrap());
+    assert_eq!(shared(&a, "fam:w").await.as_deref(), Some("v1"));
+    // Written for real (the other instance reads it from Redis).
+    store(&a)
+        .put_json_shared("fam:v", Arc::new("v2".to_owned()), 60)
+        .await
+        .unwrap();
+    assert_eq!(shared(&b, "fam:v").await.as_deref(), Some("v2"));
+    // An announced deletion on the other instance reaches the writer's copy at once.
+    assert!(store(&b).delete_announced("fam:v").await.unwrap());
+    assert_eq!(shared(&a, "fam:v").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_announced_deletion_is_seen_by_the_next_read_elsewhere() {
     let Some((a, b)) = instances().await else {
         return;
