@@ -66,18 +66,11 @@ where
     Ok(())
 }
 
-/// Inserts an account row (in the caller's transaction). A duplicate id is a
-/// [`DirectoryError::Conflict`].
-pub(crate) async fn insert_account<'e, E>(exec: E, account: &Account) -> Result<(), DirectoryError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    sqlx::query(
-            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
-                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(account.id.as_str())
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds an account's 14 columns, in `accounts` column order, as `$1`..`$14`.
+fn bind_account<'q>(q: AnyQuery<'q>, account: &'q Account) -> Result<AnyQuery<'q>, DirectoryError> {
+    Ok(q.bind(account.id.as_str())
         .bind(account.tenant.as_str())
         .bind(account.status.as_str())
         .bind(account.email.as_deref())
@@ -90,7 +83,23 @@ where
         .bind(to_json(&account.roles)?)
         .bind(account.created_at)
         .bind(account.last_sign_in_at)
-        .bind(account.sign_in_count)
+        .bind(account.sign_in_count))
+}
+
+/// Inserts an account row (in the caller's transaction). A duplicate id is a
+/// [`DirectoryError::Conflict`].
+pub(crate) async fn insert_account<'e, E>(exec: E, account: &Account) -> Result<(), DirectoryError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    bind_account(
+        sqlx::query(
+            "INSERT INTO accounts (id, tenant_id, status, email, email_norm, email_verified, name,
+                given_name, family_name, username, roles, created_at, last_sign_in_at, sign_in_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        ),
+        account,
+    )?
         .execute(exec)
         .await
         .map_err(|e| DirectoryError::from_sqlx(e, || format!("account {} (tenant {})", account.id, account.tenant)))?;
@@ -126,30 +135,19 @@ impl Directory {
                         account.id, link.provider, link.subject
                     )
                 };
-                sqlx::query(
-                    "WITH a AS (
-                        INSERT INTO accounts (id, tenant_id, status, email, email_norm,
-                            email_verified, name, given_name, family_name, username, roles,
-                            created_at, last_sign_in_at, sign_in_count)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                        RETURNING id)
-                     INSERT INTO provider_links (provider_id, subject, account_id, email, created_at)
-                     SELECT $15, $16, a.id, $17, $18 FROM a",
-                )
-                .bind(account.id.as_str())
-                .bind(account.tenant.as_str())
-                .bind(account.status.as_str())
-                .bind(account.email.as_deref())
-                .bind(account.email.as_deref().map(normalise_email))
-                .bind(flag(account.email_verified))
-                .bind(account.name.as_deref())
-                .bind(account.given_name.as_deref())
-                .bind(account.family_name.as_deref())
-                .bind(account.username.as_deref())
-                .bind(to_json(&account.roles)?)
-                .bind(account.created_at)
-                .bind(account.last_sign_in_at)
-                .bind(account.sign_in_count)
+                bind_account(
+                    sqlx::query(
+                        "WITH a AS (
+                            INSERT INTO accounts (id, tenant_id, status, email, email_norm,
+                                email_verified, name, given_name, family_name, username, roles,
+                                created_at, last_sign_in_at, sign_in_count)
+                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                            RETURNING id)
+                         INSERT INTO provider_links (provider_id, subject, account_id, email, created_at)
+                         SELECT $15, $16, a.id, $17, $18 FROM a",
+                    ),
+                    account,
+                )?
                 .bind(link.provider.as_str())
                 .bind(&link.subject)
                 .bind(link.email.as_deref())
