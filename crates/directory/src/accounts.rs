@@ -1,6 +1,6 @@
 //! Accounts and their provider links. A link is unique on `(provider, subject)`; creating
-//! an account with its first link is one transaction, so a duplicate link leaves no
-//! orphan account behind. Emails are looked up by their normalised form (`email_norm`).
+//! an account with its first link is atomic (one statement on PostgreSQL, one transaction
+//! on SQLite), so a duplicate link leaves no orphan account behind. Emails are looked up by their normalised form (`email_norm`).
 
 use crate::codec::{col, col_flag, col_json, flag, normalise_email, to_json};
 use crate::error::{DirectoryError, db};
@@ -107,7 +107,7 @@ where
 }
 
 impl Directory {
-    /// Creates an account and, optionally, its first provider link, in one transaction.
+    /// Creates an account and, optionally, its first provider link, atomically.
     /// An existing account id or an already-linked `(provider, subject)` is a
     /// [`DirectoryError::Conflict`] and nothing is written. The link's `account` must be
     /// the new account's id ([`DirectoryError::Invalid`] otherwise); its tenant must exist.
