@@ -96,7 +96,20 @@ pub enum CreateError {
     Directory(#[from] DirectoryError),
     #[error("invitation: {0}")]
     Invitation(String),
+    /// Another request is creating an account with this email at this moment (a double
+    /// click, two admins, two instances): only one of them may check and create.
+    #[error("another request is creating an account with this email")]
+    Busy,
+    #[error("session store: {0}")]
+    Store(String),
 }
+
+/// How long a claim on an email for account creation lasts if its request never finishes
+/// (a crashed instance); a finished request releases it at once.
+const CREATE_CLAIM_SECS: u64 = 30;
+
+/// The reason given with [`CreateError::Busy`].
+pub const BUSY_REASON: &str = "another request is creating an account with this email right now; nothing was created by this one. Look the email up; if it is still missing, try again";
 
 fn invalid(field: &str, reason: &str) -> CreateError {
     CreateError::Invalid {
@@ -342,6 +355,40 @@ pub async fn create_account(
             }
         }
     };
+    // Checking where the email lives and creating the account are two steps: a claim on
+    // (tenant, email), shared by every instance, keeps a second request for the same email
+    // from passing the check before the first has created its account.
+    let claim = format!(
+        "acctnew:{}:{}",
+        admin.tenant,
+        homeroom_core::crypto::sha256_hex(&email)
+    );
+    match state
+        .sessions
+        .put_json_if_absent(&claim, &admin.actor, CREATE_CLAIM_SECS)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(CreateError::Busy),
+        Err(e) => return Err(CreateError::Store(e.to_string())),
+    }
+    let created = create_claimed(state, admin, c, role, email, name, school).await;
+    if let Err(e) = state.sessions.delete(&claim).await {
+        tracing::warn!(error = %e, "could not release an account-creation claim; it expires by itself");
+    }
+    created
+}
+
+/// [`create_account`] once the email is claimed: where it lives, then the account.
+async fn create_claimed(
+    state: &AppState,
+    admin: &Admin,
+    c: &AccountCreate,
+    role: Role,
+    email: String,
+    name: &str,
+    school: Option<String>,
+) -> Result<AccountCreated, CreateError> {
     let found = email_in_use(state, &admin.tenant, &email, role).await?;
     let link = c
         .link_roster
@@ -483,7 +530,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 /// Creates an account by hand. When the email is already in use (in any account, role or
 /// status, a pending invitation, or the roster), 409 lists where, each with its fix, and
-/// nothing is created.
+/// nothing is created. When another request is creating an account with the same email
+/// at that moment, 409 `create_in_progress` with an empty `found`.
 #[utoipa::path(post, path = "/admin/api/accounts", request_body = AccountCreate, responses((status = 201, body = AccountCreated), (status = 400, body = ApiError), (status = 409, body = EmailInUseError), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -532,6 +580,16 @@ pub async fn create(
             Some("link_roster"),
             "the roster record got an account meanwhile; nothing was created",
         ),
+        Err(CreateError::Busy) => (
+            StatusCode::CONFLICT,
+            axum::Json(EmailInUseError {
+                error: "create_in_progress".into(),
+                field: "email".into(),
+                reason: BUSY_REASON.into(),
+                found: Vec::new(),
+            }),
+        )
+            .into_response(),
         Err(e) => internal(e),
     }
 }

@@ -1216,3 +1216,71 @@ async fn accounts_created_by_hand_say_where_an_email_lives() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_email_is_created_once_however_many_requests_race() {
+    let h = harness().await;
+    let token = admin_token(&h).await;
+    let t1 = TenantId::new("t1");
+    let count = || async { h.state.directory.count_accounts(Some(&t1)).await.unwrap() };
+    let create = |email: String| {
+        api(&h, &token, reqwest::Method::POST, "/accounts")
+            .json(&serde_json::json!({"role": "teacher", "email": email, "name": "Dee Double", "send_invitation": false}))
+            .send()
+    };
+    // A claim held by a request in flight (here: put by hand): refused with its own code,
+    // nothing created; once released, the same request goes through.
+    let email = "dee.double@demo.homeroom.test";
+    let claim = format!("acctnew:t1:{}", homeroom_core::crypto::sha256_hex(email));
+    h.state
+        .sessions
+        .put_json(&claim, &"account:someone-else", 30)
+        .await
+        .unwrap();
+    let before = count().await;
+    let r = create("Dee.Double@demo.homeroom.test".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let out = json(r).await;
+    assert_eq!(out["error"], "create_in_progress", "{out}");
+    assert_eq!(out["field"], "email");
+    assert_eq!(count().await, before, "nothing created while claimed");
+    h.state.sessions.delete(&claim).await.unwrap();
+    let r = create(email.into()).await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(count().await, before + 1);
+    // Eight requests at once for each of several new addresses (a double click, two
+    // admins): one account per address; every other request is told why (409).
+    for round in 0..5 {
+        let email = format!("race.{round}@demo.homeroom.test");
+        let before = count().await;
+        let answers = futures::future::join_all((0..8).map(|_| create(email.clone()))).await;
+        let mut created = 0;
+        for r in answers {
+            let r = r.unwrap();
+            match r.status().as_u16() {
+                201 => created += 1,
+                409 => {
+                    let out = json(r).await;
+                    assert!(
+                        out["error"] == "create_in_progress" || out["error"] == "email_in_use",
+                        "{out}"
+                    );
+                }
+                s => panic!("unexpected {s}"),
+            }
+        }
+        assert_eq!(created, 1, "{email}");
+        assert_eq!(count().await, before + 1, "{email}");
+        assert_eq!(
+            h.state
+                .directory
+                .find_accounts_by_email(&t1, &email)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}

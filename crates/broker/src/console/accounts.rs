@@ -119,6 +119,12 @@ async fn create(State(state): State<AppState>, headers: HeaderMap, form: FormRes
         Err(CreateError::InUse(found)) => {
             (StatusCode::CONFLICT, found, String::new(), String::new())
         }
+        Err(CreateError::Busy) => (
+            StatusCode::CONFLICT,
+            Vec::new(),
+            "email".into(),
+            crate::admin_accounts::BUSY_REASON.into(),
+        ),
         Err(CreateError::Directory(homeroom_directory::DirectoryError::Conflict { .. })) => (
             StatusCode::CONFLICT,
             Vec::new(),
