@@ -7,7 +7,8 @@
 //! provider says it signs with, among those Homeroom accepts), and the redirect URI
 //! registration, by sending the provider an authorization request with our callback and
 //! `prompt=none` and reading whether it refuses the redirect URI. For SAML providers: the
-//! IdP metadata (entity ID, signing certificates, SSO endpoint) and the clock. Every finding
+//! IdP metadata (entity ID, signing certificates, SSO endpoint), each signing certificate's
+//! end date (expired or within 30 days: `warn`) and the clock. Every finding
 //! has an id, `ok` / `warn` / `fail`, a plain sentence and what to do; where the provider
 //! gives no way to check something the finding says "could not check" (`warn`).
 //!
@@ -539,7 +540,7 @@ async fn saml_checks(state: &AppState, rec: &ProviderRecord, out: &mut Vec<Conne
             "Make sure this server's clock is synchronised (NTP).",
         ));
     }
-    saml_metadata_finding(rec, &xml, out);
+    saml_metadata_finding(rec, &xml, state.now(), out);
     out.push(warn(
         "redirect_uri",
         "Could not check the assertion consumer URL: SAML IdPs do not tell whether an SP is registered.".into(),
@@ -551,18 +552,26 @@ async fn saml_checks(state: &AppState, rec: &ProviderRecord, out: &mut Vec<Conne
 }
 
 #[cfg(feature = "saml")]
-fn saml_metadata_finding(rec: &ProviderRecord, xml: &str, out: &mut Vec<ConnectionFinding>) {
+fn saml_metadata_finding(
+    rec: &ProviderRecord,
+    xml: &str,
+    now: i64,
+    out: &mut Vec<ConnectionFinding>,
+) {
     let wanted = rec.config["idp_entity_id"].as_str();
     match homeroom_providers::saml::IdpMetadata::parse(xml, wanted) {
-        Ok(m) => out.push(ok(
-            "metadata",
-            format!(
-                "IdP {} with {} signing certificate(s); sign-in at {}.",
-                m.entity_id,
-                m.certs.len(),
-                m.sso_redirect
-            ),
-        )),
+        Ok(m) => {
+            out.push(ok(
+                "metadata",
+                format!(
+                    "IdP {} with {} signing certificate(s); sign-in at {}.",
+                    m.entity_id,
+                    m.certs.len(),
+                    m.sso_redirect
+                ),
+            ));
+            out.extend(m.cert_dates().iter().map(|d| cert_finding(d, now)));
+        }
         Err(reason) => out.push(fail(
             "metadata",
             format!("The IdP metadata cannot be used: {reason}."),
@@ -571,8 +580,68 @@ fn saml_metadata_finding(rec: &ProviderRecord, xml: &str, out: &mut Vec<Connecti
     }
 }
 
+/// A signing certificate this close to its end is reported (`warn`).
+#[cfg(feature = "saml")]
+const CERT_WARN_DAYS: i64 = 30;
+
+/// One finding per IdP signing certificate: its end date, graded. An expired certificate
+/// still verifies (SAML trusts the metadata's key), so this is a `warn`, never a `fail`:
+/// what breaks sign-in is the IdP switching to its next certificate before Homeroom has
+/// the new metadata.
+#[cfg(feature = "saml")]
+fn cert_finding(
+    d: &Result<homeroom_providers::saml::CertDates, String>,
+    now: i64,
+) -> ConnectionFinding {
+    let refresh = "Ask the IdP's administrators when they switch to a new signing certificate; the day they do, refresh the metadata here (a metadata URL is re-read by itself).";
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => {
+            return warn(
+                "certificate",
+                format!("Could not read a signing certificate's dates: {e}."),
+                refresh,
+            );
+        }
+    };
+    let who = format!("{} (SHA-256 {})", d.subject, d.fingerprint);
+    let days = (d.not_after - now).div_euclid(86_400);
+    if d.not_after <= now {
+        warn(
+            "certificate",
+            format!(
+                "The IdP's signing certificate {who} expired on {}. Sign-ins still verify with it, but an IdP usually replaces an expired certificate, and sign-ins fail from that moment until the metadata is refreshed.",
+                d.not_after_text
+            ),
+            refresh,
+        )
+    } else if days < CERT_WARN_DAYS {
+        warn(
+            "certificate",
+            format!(
+                "The IdP's signing certificate {who} expires on {} (in {days} day(s)). Expect the IdP to switch to a new one around then.",
+                d.not_after_text
+            ),
+            refresh,
+        )
+    } else {
+        ok(
+            "certificate",
+            format!(
+                "The IdP's signing certificate {who} is valid until {}.",
+                d.not_after_text
+            ),
+        )
+    }
+}
+
 #[cfg(not(feature = "saml"))]
-fn saml_metadata_finding(_rec: &ProviderRecord, _xml: &str, out: &mut Vec<ConnectionFinding>) {
+fn saml_metadata_finding(
+    _rec: &ProviderRecord,
+    _xml: &str,
+    _now: i64,
+    out: &mut Vec<ConnectionFinding>,
+) {
     out.push(warn(
         "metadata",
         "Could not check the metadata: this build has no SAML support.".into(),
@@ -583,6 +652,34 @@ fn saml_metadata_finding(_rec: &ProviderRecord, _xml: &str, out: &mut Vec<Connec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "saml")]
+    #[test]
+    fn certificate_findings_grade_the_end_date() {
+        use homeroom_providers::saml::CertDates;
+        let cert = |not_after: i64| {
+            Ok(CertDates {
+                subject: "idp.example".into(),
+                fingerprint: "ab:cd".into(),
+                not_after,
+                not_after_text: "Jan  1 00:00:00 2030 GMT".into(),
+            })
+        };
+        let now = 1_000_000_000;
+        let far = cert_finding(&cert(now + 90 * 86_400), now);
+        assert_eq!(far.status, FindingStatus::Ok);
+        assert!(far.message.contains("valid until Jan  1 00:00:00 2030 GMT"));
+        let soon = cert_finding(&cert(now + 10 * 86_400 + 5), now);
+        assert_eq!(soon.status, FindingStatus::Warn);
+        assert!(soon.message.contains("in 10 day(s)"), "{}", soon.message);
+        assert!(soon.action.is_some());
+        let gone = cert_finding(&cert(now - 1), now);
+        assert_eq!(gone.status, FindingStatus::Warn);
+        assert!(gone.message.contains("expired on"), "{}", gone.message);
+        assert!(gone.message.contains("idp.example (SHA-256 ab:cd)"));
+        let bad = cert_finding(&Err("not an X.509 certificate".into()), now);
+        assert_eq!(bad.status, FindingStatus::Warn);
+    }
 
     #[test]
     fn clock_findings_grade_the_skew() {

@@ -14,27 +14,11 @@ const BOT: &str = "ops-bot";
 const BOT_SECRET: &str = "ops-bot-secret";
 
 async fn admin_token(h: &Harness) -> String {
-    let mut app = app_record(BOT, Some(BOT_SECRET), "ES256");
-    app.allowed_scopes.push("homeroom:admin".into());
-    h.state.directory.upsert_app(&app).await.unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{}/oauth2/token", h.base))
-        .basic_auth(BOT, Some(BOT_SECRET))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "homeroom:admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    json(r).await["access_token"].as_str().unwrap().to_owned()
+    admin_bot_token(h, BOT, BOT_SECRET).await
 }
 
 fn api(h: &Harness, token: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    reqwest::Client::new()
-        .request(method, format!("{}/admin/api{path}", h.base))
-        .bearer_auth(token)
+    admin_api(h, token, method, path)
 }
 
 async fn test_connection(h: &Harness, token: &str, provider: &str) -> Value {

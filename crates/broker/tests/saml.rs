@@ -166,6 +166,59 @@ async fn metadata_names_entity_and_acs() {
     assert_eq!(r.status().as_u16(), 404);
 }
 
+/// The `certificate` finding of `test-saml`'s connection test (a fresh admin token each
+/// time: the tests move the clock by years).
+async fn certificate_finding(h: &Harness) -> serde_json::Value {
+    let token = admin_bot_token(h, "saml-ops-bot", "saml-ops-secret").await;
+    let r = admin_api(
+        h,
+        &token,
+        reqwest::Method::POST,
+        "/providers/test-saml/test",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let report = json(r).await;
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "certificate")
+        .unwrap_or_else(|| panic!("no certificate finding in {report}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn test_connection_reports_the_signing_certificate_end_date() {
+    let h = harness().await;
+    with_saml(&h).await;
+    // The sandbox IdP's certificate is good for 10 years.
+    let f = certificate_finding(&h).await;
+    assert_eq!(f["status"], "ok", "{f}");
+    let msg = f["message"].as_str().unwrap();
+    assert!(msg.contains("Homeroom sandbox SAML IdP"), "{msg}");
+    assert!(msg.contains("valid until"), "{msg}");
+    // Nine years and eleven months on: it ends within 30 days.
+    h.clock.advance(3650 * 86_400 - 20 * 86_400);
+    let f = certificate_finding(&h).await;
+    assert_eq!(f["status"], "warn", "{f}");
+    assert!(f["message"].as_str().unwrap().contains("expires on"), "{f}");
+    // Past its end: still a warning (SAML trusts the key), with what to do.
+    h.clock.advance(60 * 86_400);
+    let f = certificate_finding(&h).await;
+    assert_eq!(f["status"], "warn", "{f}");
+    assert!(f["message"].as_str().unwrap().contains("expired on"), "{f}");
+    assert!(
+        f["action"]
+            .as_str()
+            .unwrap()
+            .contains("refresh the metadata"),
+        "{f}"
+    );
+}
+
 #[tokio::test]
 async fn sp_initiated_login_then_replay_is_refused() {
     let h = harness().await;

@@ -433,6 +433,67 @@ impl IdpMetadata {
     }
 }
 
+/// What an IdP signing certificate says of itself. SAML trusts the key in the metadata,
+/// not the certificate's dates, so an expired certificate still verifies; but IdPs replace
+/// certificates around their expiry, and the day they switch, sign-ins fail until the
+/// metadata is refreshed. IT wants to know that day in advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDates {
+    /// The subject's common name, or `(no common name)`.
+    pub subject: String,
+    /// SHA-256 of the DER, its first 8 bytes in hex (colon-separated): tells certificates apart.
+    pub fingerprint: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after: i64,
+    /// `notAfter` as the certificate writes it (`Jan  2 00:00:00 2027 GMT`).
+    pub not_after_text: String,
+}
+
+/// Reads a DER certificate's subject, fingerprint and `notAfter`.
+pub fn cert_dates(der: &[u8]) -> Result<CertDates, String> {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::x509::X509;
+    let x = X509::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let epoch = Asn1Time::from_unix(0).map_err(|e| e.to_string())?;
+    let d = epoch
+        .diff(x.not_after())
+        .map_err(|e| format!("unreadable notAfter: {e}"))?;
+    let subject = x
+        .subject_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().as_utf8().ok())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "(no common name)".to_owned());
+    let digest = x
+        .digest(MessageDigest::sha256())
+        .map_err(|e| e.to_string())?;
+    let fingerprint = digest
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(CertDates {
+        subject,
+        fingerprint,
+        not_after: i64::from(d.days) * 86_400 + i64::from(d.secs),
+        not_after_text: x.not_after().to_string(),
+    })
+}
+
+impl IdpMetadata {
+    /// [`cert_dates`] of each signing certificate, in metadata order.
+    pub fn cert_dates(&self) -> Vec<Result<CertDates, String>> {
+        self.certs
+            .iter()
+            .map(|c| cert_dates(c.der_data()))
+            .collect()
+    }
+}
+
 /// Where the metadata comes from.
 enum MetadataSource {
     Fixed(Arc<IdpMetadata>),
@@ -1809,6 +1870,41 @@ mod tests {
             ),
             vec!["idp_metadata_xml"]
         );
+    }
+
+    #[test]
+    fn certificate_dates_are_read_from_the_certificate() {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509, X509NameBuilder};
+        let key = PKey::from_ec_key(
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, "idp.district.example")
+            .unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(1_700_000_000).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(1_893_456_000).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let der = b.build().to_der().unwrap();
+        let d = cert_dates(&der).unwrap();
+        assert_eq!(d.not_after, 1_893_456_000);
+        assert_eq!(d.subject, "idp.district.example");
+        assert_eq!(d.fingerprint.len(), 8 * 3 - 1);
+        assert!(d.not_after_text.contains("2030"), "{}", d.not_after_text);
+        assert!(cert_dates(b"not a certificate").is_err());
     }
 
     #[test]

@@ -450,3 +450,35 @@ pub async fn page_code(r: reqwest::Response) -> (u16, String, String) {
         .to_owned();
     (status, code, reference)
 }
+
+/// An admin API access token of tenant `t1`: registers `client` (confidential, with the
+/// `homeroom:admin` scope) and runs the client-credentials grant.
+pub async fn admin_bot_token(h: &Harness, client: &str, secret: &str) -> String {
+    let mut app = app_record(client, Some(secret), "ES256");
+    app.allowed_scopes.push("homeroom:admin".into());
+    h.state.directory.upsert_app(&app).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth(client, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "homeroom:admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    json(r).await["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A request to the admin API (`/admin/api{path}`) with a Bearer token.
+pub fn admin_api(
+    h: &Harness,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .request(method, format!("{}/admin/api{path}", h.base))
+        .bearer_auth(token)
+}
