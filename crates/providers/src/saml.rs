@@ -464,8 +464,7 @@ pub fn cert_dates(der: &[u8]) -> Result<CertDates, String> {
         .subject_name()
         .entries_by_nid(Nid::COMMONNAME)
         .next()
-        .and_then(|e| e.data().as_utf8().ok())
-        .map(|s| s.to_string())
+        .and_then(|e| e.data().to_string().ok())
         .unwrap_or_else(|| "(no common name)".to_owned());
     let digest = x
         .digest(MessageDigest::sha256())
