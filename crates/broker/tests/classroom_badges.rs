@@ -403,20 +403,7 @@ const BOT: &str = "admin-bot";
 const BOT_SECRET: &str = "admin-bot-secret";
 
 async fn bot_token(h: &Harness) -> String {
-    let mut app = app_record(BOT, Some(BOT_SECRET), "ES256");
-    app.allowed_scopes.push("homeroom:admin".into());
-    h.state.directory.upsert_app(&app).await.unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{}/oauth2/token", h.base))
-        .basic_auth(BOT, Some(BOT_SECRET))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "homeroom:admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    json(r).await["access_token"].as_str().unwrap().to_owned()
+    admin_bot_token(h, BOT, BOT_SECRET).await
 }
 
 /// A person's access token for the classroom API: the app is allowed `homeroom:classroom`

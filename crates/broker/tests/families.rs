@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use homeroom_broker::{Settings, family, mail};
-use homeroom_core::{AccountId, ClientId, Role, TenantId};
+use homeroom_core::{AccountId, Role, TenantId};
 use homeroom_directory::{Account, AccountStatus};
 
 const PW: &str = "correct horse battery";
@@ -651,22 +651,7 @@ async fn family_switcher_puts_the_chosen_family_in_the_token() {
 }
 
 async fn admin_token(h: &Harness) -> String {
-    let mut app = app_record("fam-bot", Some("fam-bot-secret"), "ES256");
-    app.client_id = ClientId::new("fam-bot");
-    app.allowed_scopes.push("homeroom:admin".into());
-    h.state.directory.upsert_app(&app).await.unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{}/oauth2/token", h.base))
-        .basic_auth("fam-bot", Some("fam-bot-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "homeroom:admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    json(r).await["access_token"].as_str().unwrap().to_owned()
+    admin_bot_token(h, "fam-bot", "fam-bot-secret").await
 }
 
 #[tokio::test]
