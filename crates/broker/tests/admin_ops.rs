@@ -450,21 +450,7 @@ async fn a_blocked_app_at_the_token_endpoint_is_listed() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut other = app_record("t2-bot", Some(BOT_SECRET), "ES256");
-    other.tenant = homeroom_core::TenantId::new("t2");
-    other.allowed_scopes.push("homeroom:admin".into());
-    h.state.directory.upsert_app(&other).await.unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{}/oauth2/token", h.base))
-        .basic_auth("t2-bot", Some(BOT_SECRET))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "homeroom:admin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let t2 = json(r).await["access_token"].as_str().unwrap().to_owned();
+    let t2 = admin_bot_token_of(&h, "t2", "t2-bot", BOT_SECRET).await;
     let seen = json(
         api(&h, &t2, reqwest::Method::GET, "/limits")
             .send()

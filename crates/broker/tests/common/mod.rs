@@ -454,7 +454,13 @@ pub async fn page_code(r: reqwest::Response) -> (u16, String, String) {
 /// An admin API access token of tenant `t1`: registers `client` (confidential, with the
 /// `homeroom:admin` scope) and runs the client-credentials grant.
 pub async fn admin_bot_token(h: &Harness, client: &str, secret: &str) -> String {
+    admin_bot_token_of(h, "t1", client, secret).await
+}
+
+/// [`admin_bot_token`] for another tenant.
+pub async fn admin_bot_token_of(h: &Harness, tenant: &str, client: &str, secret: &str) -> String {
     let mut app = app_record(client, Some(secret), "ES256");
+    app.tenant = TenantId::new(tenant);
     app.allowed_scopes.push("homeroom:admin".into());
     h.state.directory.upsert_app(&app).await.unwrap();
     let r = reqwest::Client::new()
